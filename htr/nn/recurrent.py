@@ -1,0 +1,148 @@
+"""One factory for the three recurrent decoders, with one interface.
+
+    layer = build_recurrent("relu_add", input_size=256, hidden_size=256, num_layers=2,
+                            bidirectional=True, dropout=0.1)
+    output, state = layer(x, lengths)      # x (T, N, C), or (N, T, C) with batch_first=True
+
+output holds every step's top-layer state (both directions concatenated), zero past each sequence's
+length; state is the final state at each sequence's own end: (L*D, N, H) for relu_add and gru,
+a pair (h_n, c_n) for lstm, ordered as torch orders nn.GRU's. The backward direction starts at each
+sequence's own last step, so padding never changes outputs or final states.
+"""
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from htr.errors import ShapeError, UnknownCellError
+from htr.nn.relu_add import ReluAddCell
+
+State = Union[Tensor, tuple[Tensor, Tensor]]
+CELLS = ("relu_add", "gru", "lstm")
+
+
+class RecurrentLayer(nn.Module):
+    """Shared interface and input checks; subclasses implement `_run` on validated (T, N, C) input."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False,
+                 dropout: float = 0.0, batch_first: bool = False) -> None:
+        super().__init__()
+        if input_size < 1 or hidden_size < 1 or num_layers < 1:
+            raise ValueError(f"input_size, hidden_size and num_layers must be >= 1, got "
+                             f"{input_size}, {hidden_size}, {num_layers}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        self.num_directions = 2 if bidirectional else 1
+        self.dropout = dropout
+        self.batch_first = batch_first
+
+    @property
+    def output_size(self) -> int:
+        return self.hidden_size * self.num_directions
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, State]:
+        if x.dim() != 3:
+            layout = "(N, T, C)" if self.batch_first else "(T, N, C)"
+            raise ShapeError(f"recurrent input must have rank 3 {layout}, got shape {tuple(x.shape)}")
+        if x.shape[-1] != self.input_size:
+            raise ShapeError(f"recurrent input has {x.shape[-1]} features, expected input_size={self.input_size}")
+        if self.batch_first:
+            x = x.transpose(0, 1)  # (N, T, C) -> (T, N, C)
+        T, N, _ = x.shape
+        lengths = self._check_lengths(lengths, T, N)
+        output, state = self._run(x, lengths)
+        if self.batch_first:
+            output = output.transpose(0, 1)  # (T, N, D*H) -> (N, T, D*H)
+        return output, state
+
+    @staticmethod
+    def _check_lengths(lengths: Tensor | None, T: int, N: int) -> Tensor:
+        if lengths is None:
+            return torch.full((N,), T, dtype=torch.int64)
+        lengths = torch.as_tensor(lengths).to("cpu", torch.int64)
+        if lengths.shape != (N,):
+            raise ShapeError(f"lengths must have shape ({N},) (one per sequence), got {tuple(lengths.shape)}")
+        if N and (int(lengths.max()) > T or int(lengths.min()) < 1):
+            raise ShapeError(f"lengths must lie in [1, {T}] (the padded sequence length), "
+                             f"got min {int(lengths.min())}, max {int(lengths.max())}")
+        return lengths
+
+    def _run(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, State]:
+        raise NotImplementedError
+
+
+class TorchRecurrent(RecurrentLayer):
+    """torch's native nn.GRU / nn.LSTM behind the shared interface (packed when lengths differ)."""
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bidirectional: bool = False, dropout: float = 0.0, batch_first: bool = False) -> None:
+        super().__init__(input_size, hidden_size, num_layers, bidirectional, dropout, batch_first)
+        module = {"gru": nn.GRU, "lstm": nn.LSTM}[cell]
+        self.rnn = module(input_size, hidden_size, num_layers=num_layers, bidirectional=bidirectional,
+                          dropout=dropout if num_layers > 1 else 0.0)
+
+    def _run(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, State]:
+        T = x.shape[0]
+        if bool((lengths == T).all()):
+            return self.rnn(x)
+        packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        output, state = self.rnn(packed)
+        output, _ = pad_packed_sequence(output, total_length=T)
+        return output, state
+
+
+def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
+    """Reverse each sequence of x (T, N, C) within its own length; padding stays in place."""
+    T, N = x.shape[:2]
+    t = torch.arange(T)[:, None]  # (T, 1)
+    idx = torch.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)  # (T, N)
+    return x.gather(0, idx.to(x.device)[:, :, None].expand_as(x))
+
+
+class ReluAddRecurrent(RecurrentLayer):
+    """Stacked, optionally bidirectional relu_add layers (see htr.nn.relu_add for the equations)."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False,
+                 dropout: float = 0.0, batch_first: bool = False) -> None:
+        super().__init__(input_size, hidden_size, num_layers, bidirectional, dropout, batch_first)
+        self.cells = nn.ModuleList(
+            ReluAddCell(input_size if k == 0 else self.output_size, hidden_size)
+            for k in range(num_layers) for _ in range(self.num_directions))
+        self.between_layers = nn.Dropout(dropout)
+
+    def cell(self, layer: int, reverse: bool = False) -> ReluAddCell:
+        return self.cells[layer * self.num_directions + int(reverse)]
+
+    def _run(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, State]:
+        N = x.shape[1]
+        h0 = x.new_zeros(N, self.hidden_size)
+        finals = []
+        for k in range(self.num_layers):
+            if k > 0:
+                x = self.between_layers(x)
+            out, h_n = self.cell(k)(x, lengths, h0)
+            finals.append(h_n)
+            if self.bidirectional:
+                out_rev, h_rev = self.cell(k, reverse=True)(reverse_padded(x, lengths), lengths, h0)
+                out = torch.cat([out, reverse_padded(out_rev, lengths)], dim=-1)  # (T, N, 2H)
+                finals.append(h_rev)
+            x = out
+        return x, torch.stack(finals)  # (L*D, N, H)
+
+
+def build_recurrent(name: str, input_size: int, hidden_size: int, num_layers: int = 1,
+                    bidirectional: bool = False, dropout: float = 0.0, batch_first: bool = False) -> RecurrentLayer:
+    """Build a recurrent layer by cell name: one of relu_add, gru, lstm."""
+    kwargs = dict(num_layers=num_layers, bidirectional=bidirectional, dropout=dropout, batch_first=batch_first)
+    if name == "relu_add":
+        return ReluAddRecurrent(input_size, hidden_size, **kwargs)
+    if name in ("gru", "lstm"):
+        return TorchRecurrent(name, input_size, hidden_size, **kwargs)
+    raise UnknownCellError(f"unknown recurrent cell {name!r}: expected one of {', '.join(CELLS)}")

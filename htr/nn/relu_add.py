@@ -1,0 +1,129 @@
+"""The relu_add recurrent cell: a gated recurrence built from additions and ReLUs only.
+
+For hidden size H, one step reads (x_t input, h_{t-1} state, h_0 = 0):
+
+    clip(v)   = ReLU(v + 1) - ReLU(v - 1) - 1        hard tanh, written with ReLUs and additions
+    inh(v, q) = ReLU(v - q) - ReLU(-v - q)          shrinks v towards 0 by q >= 0
+    s_t = W_s x_t + U_s h_{t-1} + b_s               gate score (replaces the sigmoid's input)
+    n_t = clip(W_n x_t + U_n h_{t-1} + b_n)         candidate
+    h_t = clip(inh(h_{t-1}, ReLU(s_t)) + inh(n_t, ReLU(-s_t)))
+
+W x and U h are products with learned weights; no step multiplies two data-dependent values and
+there is no sigmoid, tanh or exp. Large s replaces the state by the candidate, very negative s keeps
+the state, s near 0 adds the candidate to it. Two weight blocks per step (GRU: three, LSTM: four).
+
+Initialisation (from the adding-problem trials): b_s = -1 so that the cell starts by keeping its
+state, U orthogonal scaled by 0.5, W uniform in +-1/sqrt(H) as torch's GRU.
+
+Parameters are stored as W = [W_s; W_n] (2H, I), U = [U_s; U_n] (2H, H), b = [b_s; b_n] (2H):
+rows [0, H) give the gate score, rows [H, 2H) the candidate.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from htr.nn import kernels
+
+GATE_BIAS_INIT = -1.0
+RECURRENT_GAIN = 0.5
+
+
+def clip(v: Tensor) -> Tensor:
+    """Hard tanh from ReLUs and additions."""
+    return F.relu(v + 1) - F.relu(v - 1) - 1
+
+
+def inh(v: Tensor, q: Tensor) -> Tensor:
+    """Shrink v towards 0 by q >= 0 (soft-thresholding from two ReLUs)."""
+    return F.relu(v - q) - F.relu(-v - q)
+
+
+def relu_add_update(h_prev: Tensor, gates: Tensor) -> Tensor:
+    """The data-dependent part of a step: new state from the old one and the pre-activations.
+
+    gates (..., 2H) = W x_t + U h_{t-1} + b. Only additions, negations and ReLUs.
+    """
+    s, a = gates.chunk(2, dim=-1)
+    return clip(inh(h_prev, F.relu(s)) + inh(clip(a), F.relu(-s)))
+
+
+class _ReluAddSequence(torch.autograd.Function):
+    """Whole-sequence recurrence in compiled code, with a hand-written backward through time."""
+
+    @staticmethod
+    def forward(ctx, xp: Tensor, weight_hh: Tensor, h0: Tensor, lengths: Tensor):  # type: ignore[override]
+        T, B, H2 = xp.shape
+        xp_np = xp.detach().contiguous().numpy()
+        out = torch.empty(T, B, H2 // 2, dtype=xp.dtype)
+        states = torch.empty(T + 1, B, H2 // 2, dtype=xp.dtype)
+        gates = torch.empty(T, B, H2, dtype=xp.dtype)
+        u_t = weight_hh.detach().t().contiguous().numpy()  # (2H, H) -> (H, 2H)
+        kernels.relu_add_forward(xp_np, u_t, h0.detach().contiguous().numpy(), lengths.numpy(),
+                                 out.numpy(), states.numpy(), gates.numpy())
+        ctx.save_for_backward(weight_hh, gates, states, lengths)
+        return out, states[-1].clone()
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor, grad_hn: Tensor):  # type: ignore[override]
+        weight_hh, gates, states, lengths = ctx.saved_tensors
+        grad_gates = torch.empty_like(gates)
+        dh0 = kernels.relu_add_backward(
+            gates.numpy(), states.numpy(), weight_hh.detach().contiguous().numpy(), lengths.numpy(),
+            grad_out.contiguous().numpy(), grad_hn.contiguous().numpy(), grad_gates.numpy())
+        H = states.shape[-1]
+        # dU = sum_t dg_t^T h_{t-1}: one product over all steps. (T, B, 2H) -> (T*B, 2H)
+        grad_w = grad_gates.reshape(-1, 2 * H).t() @ states[:-1].reshape(-1, H)
+        return grad_gates, grad_w, torch.from_numpy(dh0), None
+
+
+class ReluAddCell(nn.Module):
+    """One direction of one relu_add layer: parameters, a single step, and the whole sequence."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(2 * hidden_size, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(2 * hidden_size, hidden_size))
+        self.bias = nn.Parameter(torch.empty(2 * hidden_size))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        H = self.hidden_size
+        bound = 1.0 / math.sqrt(H)
+        nn.init.uniform_(self.weight_ih, -bound, bound)
+        with torch.no_grad():
+            for block in self.weight_hh.split(H):  # U_s and U_n, each (H, H)
+                nn.init.orthogonal_(block, gain=RECURRENT_GAIN)
+        nn.init.uniform_(self.bias, -bound, bound)
+        with torch.no_grad():
+            self.bias[:H].fill_(GATE_BIAS_INIT)
+
+    def step(self, x_t: Tensor, h_prev: Tensor) -> Tensor:
+        """One step in plain torch: (B, I), (B, H) -> (B, H)."""
+        return relu_add_update(h_prev, F.linear(x_t, self.weight_ih, self.bias) + h_prev @ self.weight_hh.t())
+
+    def forward(self, x: Tensor, lengths: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
+        """x (T, B, I), lengths (B,) int64 on CPU, h0 (B, H) -> outputs (T, B, H), h_n (B, H)."""
+        xp = F.linear(x, self.weight_ih, self.bias)  # (T, B, I) -> (T, B, 2H), all steps at once
+        if xp.device.type == "cpu":
+            return _ReluAddSequence.apply(xp, self.weight_hh, h0, lengths)
+        return self._forward_loop(xp, lengths, h0)
+
+    def _forward_loop(self, xp: Tensor, lengths: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
+        """Fallback for accelerators: a loop of torch ops, same semantics as the compiled kernel."""
+        h, outputs = h0, []
+        valid = torch.arange(xp.shape[0], device=xp.device)[:, None] < lengths.to(xp.device)[None, :]  # (T, B)
+        for t in range(xp.shape[0]):
+            h_new = relu_add_update(h, xp[t] + h @ self.weight_hh.t())
+            keep = valid[t, :, None]
+            h = torch.where(keep, h_new, h)
+            outputs.append(torch.where(keep, h_new, torch.zeros_like(h_new)))
+        return torch.stack(outputs), h
+
+    def extra_repr(self) -> str:
+        return f"input_size={self.input_size}, hidden_size={self.hidden_size}"
