@@ -98,14 +98,6 @@ class TorchRecurrent(RecurrentLayer):
         return output, state
 
 
-def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
-    """Reverse each sequence of x (T, N, C) within its own length; padding stays in place."""
-    T, N = x.shape[:2]
-    t = torch.arange(T)[:, None]  # (T, 1)
-    idx = torch.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)  # (T, N)
-    return x.gather(0, idx.to(x.device)[:, :, None].expand_as(x))
-
-
 class ReluAddRecurrent(RecurrentLayer):
     """Stacked, optionally bidirectional relu_add layers (see htr.nn.relu_add for the equations)."""
 
@@ -130,8 +122,8 @@ class ReluAddRecurrent(RecurrentLayer):
             out, h_n = self.cell(k)(x, lengths, h0)
             finals.append(h_n)
             if self.bidirectional:
-                out_rev, h_rev = self.cell(k, reverse=True)(reverse_padded(x, lengths), lengths, h0)
-                out = torch.cat([out, reverse_padded(out_rev, lengths)], dim=-1)  # (T, N, 2H)
+                out_rev, h_rev = self.cell(k, reverse=True)(x, lengths, h0, reverse=True)
+                out = torch.cat([out, out_rev], dim=-1)  # (T, N, H) x 2 -> (T, N, 2H)
                 finals.append(h_rev)
             x = out
         return x, torch.stack(finals)  # (L*D, N, H)

@@ -51,33 +51,86 @@ def relu_add_update(h_prev: Tensor, gates: Tensor) -> Tensor:
     return clip(inh(h_prev, F.relu(s)) + inh(clip(a), F.relu(-s)))
 
 
+# From this batch size on, the per-step product runs in torch (MKL) and only the element-wise
+# step in numba; below it the whole loop stays in numba (see htr.nn.kernels).
+TORCH_MATMUL_MIN_BATCH = 8
+
+
+def _np(t: Tensor):
+    """A numpy view of a contiguous CPU tensor (no copy)."""
+    return t.detach().numpy()
+
+
+def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
+    """Reverse each sequence of x (T, N, ...) within its own length; padding stays in place."""
+    T = x.shape[0]
+    t = torch.arange(T)[:, None]  # (T, 1)
+    idx = torch.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)  # (T, N)
+    idx = idx.to(x.device).view(T, -1, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(0, idx)
+
+
+def _sequence_forward(xp: Tensor, u_t: Tensor, h0: Tensor, lengths: Tensor, reverse: bool):
+    """Returns outputs (T, B, H) in time order, states (T+1, B, H) with states[0] = h0 and
+    gates (T, B, 2H), both in step order."""
+    T, B, H2 = xp.shape
+    xp = xp.detach().contiguous()
+    out = xp.new_empty(T, B, H2 // 2)
+    states = xp.new_empty(T + 1, B, H2 // 2)
+    states[0] = h0
+    gates = torch.empty_like(xp)
+    xp_np, lengths_np, out_np, states_np, gates_np = _np(xp), lengths.numpy(), _np(out), _np(states), _np(gates)
+    if B < TORCH_MATMUL_MIN_BATCH:
+        kernels.relu_add_forward(xp_np, _np(u_t), lengths_np, reverse, out_np, states_np, gates_np)
+    else:
+        hu = xp.new_empty(B, H2)
+        hu_np = _np(hu)
+        for t in range(T):
+            torch.mm(states[t], u_t, out=hu)  # (B, H) @ (H, 2H) -> (B, 2H)
+            kernels.forward_step(t, hu_np, xp_np, lengths_np, reverse, states_np[t], states_np[t + 1],
+                                 out_np, gates_np)
+    return out, states, gates
+
+
+def _sequence_backward(gates: Tensor, states: Tensor, weight_hh: Tensor, lengths: Tensor, reverse: bool,
+                       grad_out: Tensor, grad_hn: Tensor) -> tuple[Tensor, Tensor]:
+    """Returns dL/dg (T, B, 2H) in step order and dL/dh0 (B, H)."""
+    grad_gates = torch.empty_like(gates)
+    u = weight_hh.detach().contiguous()
+    grad_out, grad_hn = grad_out.contiguous(), grad_hn.contiguous()
+    args = (_np(gates), _np(states), lengths.numpy(), reverse, _np(grad_out))
+    if gates.shape[1] < TORCH_MATMUL_MIN_BATCH:
+        dh = torch.from_numpy(kernels.relu_add_backward(args[0], args[1], _np(u), *args[2:],
+                                                        _np(grad_hn), _np(grad_gates)))
+    else:
+        dh = grad_hn.clone()
+        dh_np, grad_gates_np = _np(dh), _np(grad_gates)
+        for t in range(gates.shape[0] - 1, -1, -1):
+            kernels.backward_step(t, dh_np, *args, grad_gates_np)
+            dh.addmm_(grad_gates[t], u)  # (B, 2H) @ (2H, H) -> (B, H)
+    return grad_gates, dh
+
+
 class _ReluAddSequence(torch.autograd.Function):
     """Whole-sequence recurrence in compiled code, with a hand-written backward through time."""
 
     @staticmethod
-    def forward(ctx, xp: Tensor, weight_hh: Tensor, h0: Tensor, lengths: Tensor):  # type: ignore[override]
-        T, B, H2 = xp.shape
-        xp_np = xp.detach().contiguous().numpy()
-        out = torch.empty(T, B, H2 // 2, dtype=xp.dtype)
-        states = torch.empty(T + 1, B, H2 // 2, dtype=xp.dtype)
-        gates = torch.empty(T, B, H2, dtype=xp.dtype)
-        u_t = weight_hh.detach().t().contiguous().numpy()  # (2H, H) -> (H, 2H)
-        kernels.relu_add_forward(xp_np, u_t, h0.detach().contiguous().numpy(), lengths.numpy(),
-                                 out.numpy(), states.numpy(), gates.numpy())
+    def forward(ctx, xp: Tensor, weight_hh: Tensor, h0: Tensor, lengths: Tensor,  # type: ignore[override]
+                reverse: bool, u_t: Tensor):
+        out, states, gates = _sequence_forward(xp, u_t, h0, lengths, reverse)
         ctx.save_for_backward(weight_hh, gates, states, lengths)
+        ctx.reverse = reverse
         return out, states[-1].clone()
 
     @staticmethod
     def backward(ctx, grad_out: Tensor, grad_hn: Tensor):  # type: ignore[override]
         weight_hh, gates, states, lengths = ctx.saved_tensors
-        grad_gates = torch.empty_like(gates)
-        dh0 = kernels.relu_add_backward(
-            gates.numpy(), states.numpy(), weight_hh.detach().contiguous().numpy(), lengths.numpy(),
-            grad_out.contiguous().numpy(), grad_hn.contiguous().numpy(), grad_gates.numpy())
+        grad_gates, grad_h0 = _sequence_backward(gates, states, weight_hh, lengths, ctx.reverse, grad_out, grad_hn)
         H = states.shape[-1]
         # dU = sum_t dg_t^T h_{t-1}: one product over all steps. (T, B, 2H) -> (T*B, 2H)
         grad_w = grad_gates.reshape(-1, 2 * H).t() @ states[:-1].reshape(-1, H)
-        return grad_gates, grad_w, torch.from_numpy(dh0), None
+        grad_xp = reverse_padded(grad_gates, lengths) if ctx.reverse else grad_gates  # step -> time order
+        return grad_xp, grad_w, grad_h0, None, None, None
 
 
 class ReluAddCell(nn.Module):
@@ -103,19 +156,34 @@ class ReluAddCell(nn.Module):
         with torch.no_grad():
             self.bias[:H].fill_(GATE_BIAS_INIT)
 
+    def _weight_hh_t(self) -> Tensor:
+        """U^T (H, 2H), contiguous, as the kernels read it; recomputed only when U changes."""
+        key = (self.weight_hh.data_ptr(), self.weight_hh._version)
+        if getattr(self, "_u_t_key", None) != key:
+            self._u_t = self.weight_hh.detach().t().contiguous()  # (2H, H) -> (H, 2H)
+            self._u_t_key = key
+        return self._u_t
+
     def step(self, x_t: Tensor, h_prev: Tensor) -> Tensor:
         """One step in plain torch: (B, I), (B, H) -> (B, H)."""
         return relu_add_update(h_prev, F.linear(x_t, self.weight_ih, self.bias) + h_prev @ self.weight_hh.t())
 
-    def forward(self, x: Tensor, lengths: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
-        """x (T, B, I), lengths (B,) int64 on CPU, h0 (B, H) -> outputs (T, B, H), h_n (B, H)."""
+    def forward(self, x: Tensor, lengths: Tensor, h0: Tensor, reverse: bool = False) -> tuple[Tensor, Tensor]:
+        """x (T, B, I), lengths (B,) int64 on CPU, h0 (B, H) -> outputs (T, B, H), h_n (B, H).
+
+        reverse=True runs each sequence from its own last step back to its first (outputs stay in
+        time order), which is the backward direction of a bidirectional layer.
+        """
         xp = F.linear(x, self.weight_ih, self.bias)  # (T, B, I) -> (T, B, 2H), all steps at once
         if xp.device.type == "cpu":
-            return _ReluAddSequence.apply(xp, self.weight_hh, h0, lengths)
+            return _ReluAddSequence.apply(xp, self.weight_hh, h0, lengths, reverse, self._weight_hh_t())
+        if reverse:
+            out, h_n = self._forward_loop(reverse_padded(xp, lengths), lengths, h0)
+            return reverse_padded(out, lengths), h_n
         return self._forward_loop(xp, lengths, h0)
 
     def _forward_loop(self, xp: Tensor, lengths: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
-        """Fallback for accelerators: a loop of torch ops, same semantics as the compiled kernel."""
+        """Accelerator path: a loop of torch ops with the compiled kernel's semantics."""
         h, outputs = h0, []
         valid = torch.arange(xp.shape[0], device=xp.device)[:, None] < lengths.to(xp.device)[None, :]  # (T, B)
         for t in range(xp.shape[0]):
