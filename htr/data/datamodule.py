@@ -1,0 +1,263 @@
+"""LightningDataModules, one per source, all sharing ``LineDataModule`` (select in YAML with
+``class_path: htr.data.FolderDataModule`` etc.; every argument is a plain typed default).
+
+``self.charset`` is set in ``__init__`` so that the model can be linked to it before ``setup``.
+Real-data modules can mix synthetic lines into their training set with ``synthetic_ratio`` (synthetic
+lines per real line; e.g. 1.0 doubles an epoch with as many synthetic lines, rendered with the
+training fonts only). Validation and test sets are never augmented nor mixed.
+"""
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from htr.data.augment import AugmentConfig, Augmenter
+from htr.data.dataset import BadImageRule, LineDataset, LineSample, prepare_samples, worker_init_fn
+from htr.data.folder import read_folder
+from htr.data.iam import read_iam
+from htr.data.images import PreprocessConfig, collate
+from htr.data.rimes import read_rimes_xml, split_pages
+from htr.data.synthetic import SyntheticConfig, SyntheticLineDataset
+from htr.errors import DatasetError
+from htr.text.codec import DEFAULT_CHARSET, Codec, UnknownRule
+
+log = logging.getLogger(__name__)
+
+Split = Literal["train", "val", "test"]
+
+
+class LineDataModule(pl.LightningDataModule):
+    """Common part: codec, preprocessing, augmentation, checks with counts, loaders.
+
+    Subclasses implement ``read_split(split) -> list[LineSample] | None`` (None: no such split).
+    After ``setup``, ``self.stats[split]`` holds the counts of ``prepare_samples`` for each split.
+    """
+
+    def __init__(
+        self,
+        height: int = 64,  # line height in px; 64 for CPU speed, 128 is the literature's norm
+        batch_size: int = 16,
+        num_workers: int = 0,
+        augment: bool = True,  # training augmentation on/off (val/test are never augmented)
+        augment_config: AugmentConfig | None = None,  # probabilities; None = AugmentConfig() defaults
+        charset: str = DEFAULT_CHARSET,
+        unknown: UnknownRule = "drop",  # characters outside the charset: drop | skip_line | error
+        bad_images: BadImageRule = "skip",  # unreadable images: skip (counted, warned) | error
+        check_images: bool = True,  # decode every image once at setup (finds bad files before training)
+        min_width: int = 32,
+        max_width: int = 2048,  # px at ``height``; longer lines are squeezed (too_wide) or rejected
+        too_wide: Literal["downscale", "error"] = "downscale",
+        pad_to_multiple: int = 8,  # batch width rounded up to this (CNN pooling)
+        synthetic_ratio: float = 0.0,  # synthetic training lines per real training line (0 = none)
+        synthetic_seed: int = 0,
+        predict_split: Split | None = None,  # what predict_dataloader serves; None = test if any else val
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.charset = charset
+        self.height = height
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.augment = augment
+        self.augment_config = augment_config or AugmentConfig()
+        self.unknown: UnknownRule = unknown
+        self.bad_images: BadImageRule = bad_images
+        self.check_images = check_images
+        self.preprocess_config = PreprocessConfig(height, min_width, max_width, too_wide)
+        self.pad_to_multiple = pad_to_multiple
+        self.synthetic_ratio = synthetic_ratio
+        self.synthetic_seed = synthetic_seed
+        self.predict_split = predict_split
+        self.datasets: dict[str, Dataset] = {}
+        self.stats: dict[str, dict[str, Any]] = {}
+        self._codec: Codec | None = None
+
+    @property
+    def codec(self) -> Codec:
+        if self._codec is None or self._codec.charset != self.charset:
+            self._codec = Codec(self.charset)
+        return self._codec
+
+    # -- what subclasses provide ------------------------------------------------------------------
+    def read_split(self, split: Split) -> list[LineSample] | None:
+        raise NotImplementedError
+
+    def describe(self, split: Split) -> str:
+        """Where a split comes from, for messages."""
+        return f"{type(self).__name__}[{split}]"
+
+    # -- building ---------------------------------------------------------------------------------
+    def make_dataset(self, split: Split) -> Dataset | None:
+        samples = self.read_split(split)
+        if samples is None:
+            return None
+        kept, stats = prepare_samples(samples, self.codec, self.unknown, self.bad_images, self.describe(split),
+                                      self.check_images)
+        self.stats[split] = stats
+        if not kept:
+            raise DatasetError(f"{self.describe(split)}: no usable lines out of {len(samples)} "
+                               f"(see the warnings above: {stats['bad_images'] and 'bad images' or 'labels'})")
+        train = split == "train"
+        augmenter = Augmenter(self.augment_config) if train and self.augment else None
+        ds: Dataset = LineDataset(kept, self.codec, self.preprocess_config, augmenter, self.bad_images, stats)
+        if train and self.synthetic_ratio > 0:
+            n = max(1, round(self.synthetic_ratio * len(kept)))
+            synth = SyntheticLineDataset("train", self.codec, SyntheticConfig(seed=self.synthetic_seed, train_size=n),
+                                         self.preprocess_config, augmenter)
+            log.info("%s: %d real + %d synthetic training lines", self.describe(split), len(kept), n)
+            ds = ConcatDataset([ds, synth])
+        return ds
+
+    def setup(self, stage: str | None = None) -> None:
+        wanted: list[Split] = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"],
+                               "predict": [self._predict_split()]}.get(stage or "", ["train", "val", "test"])
+        for split in wanted:
+            if split not in self.datasets:
+                ds = self.make_dataset(split)
+                if ds is not None:
+                    self.datasets[split] = ds
+
+    def _predict_split(self) -> Split:
+        return self.predict_split or ("test" if self.read_split_available("test") else "val")
+
+    def read_split_available(self, split: Split) -> bool:
+        """Whether a split is configured (without reading it)."""
+        return True
+
+    # -- loaders ----------------------------------------------------------------------------------
+    def _loader(self, split: Split, shuffle: bool) -> DataLoader:
+        if split not in self.datasets:
+            self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
+        if split not in self.datasets:
+            raise DatasetError(f"{type(self).__name__} has no {split} split configured")
+        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, collate_fn=partial(collate, pad_to_multiple=self.pad_to_multiple),
+                          worker_init_fn=worker_init_fn, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self._predict_split(), shuffle=False)
+
+
+class SyntheticDataModule(LineDataModule):
+    """Rendered lines only (htr.data.synthetic): training fonts for train, held-out fonts for val/test."""
+
+    def __init__(self, train_size: int = 20_000, val_size: int = 1_000, test_size: int = 0, seed: int = 0,
+                 val_fonts: tuple[str, ...] = ("indie-flower", "satisfy"), system_fonts: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.synthetic_config = SyntheticConfig(seed=seed, train_size=train_size, val_size=val_size,
+                                                val_fonts=tuple(val_fonts), system_fonts=system_fonts)
+        self.test_size = test_size
+
+    def read_split_available(self, split: Split) -> bool:
+        return split != "test" or self.test_size > 0
+
+    def make_dataset(self, split: Split) -> Dataset | None:
+        cfg = self.synthetic_config
+        if split == "test":
+            if not self.test_size:
+                return None
+            # held-out fonts, another seed: lines the val set never showed
+            cfg = SyntheticConfig(**{**cfg.__dict__, "seed": cfg.seed + 1, "val_size": self.test_size})
+        augmenter = Augmenter(self.augment_config) if split == "train" and self.augment else None
+        ds = SyntheticLineDataset("train" if split == "train" else "val", self.codec, cfg, self.preprocess_config,
+                                  augmenter)
+        self.stats[split] = ds.stats
+        log.info("synthetic %s: %d lines, fonts %s", split, len(ds), ", ".join(ds.families))
+        return ds
+
+
+class FolderDataModule(LineDataModule):
+    """``<root>/<split>.tsv`` + images (htr.data.folder), e.g. the poilus set."""
+
+    def __init__(self, root: str = "data/poilus", train_split: str = "train", val_split: str = "val",
+                 test_split: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.root = Path(root)
+        self.split_names: dict[str, str | None] = {"train": train_split, "val": val_split, "test": test_split}
+
+    def describe(self, split: Split) -> str:
+        return str(self.root / f"{self.split_names[split]}.tsv")
+
+    def read_split_available(self, split: Split) -> bool:
+        return self.split_names[split] is not None
+
+    def read_split(self, split: Split) -> list[LineSample] | None:
+        name = self.split_names[split]
+        return read_folder(self.root, name) if name else None
+
+
+class IAMDataModule(LineDataModule):
+    """IAM lines (htr.data.iam). Split files (line or form ids) are relative to ``root`` unless absolute;
+    the RWTH split (6,482 / 976 / 2,915 lines) is the usual one: report which one you used."""
+
+    def __init__(self, root: str = "data/iam", train_split: str | None = "splits/train.txt",
+                 val_split: str | None = "splits/val.txt", test_split: str | None = "splits/test.txt",
+                 drop_err: bool = False, rejoin_tokens: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.root = Path(root)
+        self.split_files = {"train": train_split, "val": val_split, "test": test_split}
+        self.drop_err = drop_err
+        self.rejoin_tokens = rejoin_tokens
+
+    def _split_path(self, split: Split) -> Path | None:
+        f = self.split_files[split]
+        return None if f is None else (Path(f) if Path(f).is_absolute() else self.root / f)
+
+    def describe(self, split: Split) -> str:
+        return f"IAM {split} ({self._split_path(split)})"
+
+    def read_split_available(self, split: Split) -> bool:
+        return self.split_files[split] is not None
+
+    def read_split(self, split: Split) -> list[LineSample] | None:
+        path = self._split_path(split)
+        return None if path is None else read_iam(self.root, path, self.drop_err, self.rejoin_tokens)
+
+
+class RIMESDataModule(LineDataModule):
+    """RIMES 2011 lines (htr.data.rimes): train/val from ``train_xml`` (val = ``val_fraction`` of the pages,
+    chosen by ``random.Random(split_seed)`` over the sorted page names), test = ``test_xml`` (778 lines)."""
+
+    def __init__(self, root: str = "data/rimes", train_xml: str = "training_2011.xml",
+                 test_xml: str | None = "eval_2011_annotated.xml", val_fraction: float = 0.1, split_seed: int = 0,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.root = Path(root)
+        self.train_xml = train_xml
+        self.test_xml = test_xml
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self._train_pages: dict[str, list[LineSample]] | None = None
+
+    def describe(self, split: Split) -> str:
+        xml = self.test_xml if split == "test" else self.train_xml
+        return f"RIMES {split} ({self.root / str(xml)})"
+
+    def read_split_available(self, split: Split) -> bool:
+        return split != "test" or self.test_xml is not None
+
+    def read_split(self, split: Split) -> list[LineSample] | None:
+        if split == "test":
+            if self.test_xml is None:
+                return None
+            pages = read_rimes_xml(self.root / self.test_xml, self.root)
+            return [s for lines in pages.values() for s in lines]
+        if self._train_pages is None:
+            self._train_pages = read_rimes_xml(self.root / self.train_xml, self.root)
+        train, val = split_pages(list(self._train_pages), self.val_fraction, self.split_seed)
+        return [s for p in (train if split == "train" else val) for s in self._train_pages[p]]

@@ -1,0 +1,211 @@
+"""The one line dataset every reader feeds: ``LineSample`` records -> checked -> tensors.
+
+Readers (iam, rimes, folder) only parse their annotation format into a list of ``LineSample``.
+``prepare_samples`` then applies, once per split and with counts: label normalisation and the
+unknown-character rule (htr.text.codec.clean_labels), empty labels, and an image check (missing,
+corrupt, truncated, too big or too small -> ``bad_images="skip"`` counts and warns, ``"error"`` raises
+ImageError). ``LineDataset`` turns the kept samples into items for ``collate``. Nothing is lost
+silently: every dataset carries a ``stats`` dict with the counts, and they are logged.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from htr.data.augment import Augmenter
+from htr.data.images import MAX_PIXELS, PreprocessConfig, load_image, preprocess
+from htr.errors import ImageError
+from htr.text.codec import Codec, UnknownRule, clean_labels, format_counts
+
+log = logging.getLogger(__name__)
+
+BadImageRule = Literal["skip", "error"]
+
+
+@dataclass(frozen=True)
+class LineSample:
+    """One text line: where its pixels are, its transcription and a stable id.
+
+    ``image_path`` is a line image, or a page image when ``box`` (left, top, right, bottom; right and
+    bottom exclusive, page pixels, may lie outside the page: clamped when cropping) cuts the line out.
+    ``image_bytes`` holds encoded bytes instead (parquet copies, uploads).
+    """
+
+    id: str
+    text: str
+    image_path: Path | None = None
+    box: tuple[int, int, int, int] | None = None
+    image_bytes: bytes | None = field(default=None, repr=False)
+
+    @property
+    def source_name(self) -> str:
+        return str(self.image_path) if self.image_path is not None else f"<bytes of {self.id}>"
+
+
+def load_sample_image(sample: LineSample, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """The sample's grayscale line image (cropped from its page when it has a box)."""
+    if sample.image_bytes is not None:
+        return load_image(sample.image_bytes, max_pixels=max_pixels)
+    if sample.image_path is None:
+        raise ImageError(f"sample {sample.id!r} has neither an image path nor image bytes")
+    im = load_image(sample.image_path, max_pixels=max_pixels)
+    if sample.box is None:
+        return im
+    left, top, right, bottom = sample.box
+    w, h = im.size
+    box = (min(max(left, 0), w), min(max(top, 0), h), min(max(right, 0), w), min(max(bottom, 0), h))
+    if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+        raise ImageError(f"{sample.image_path}: line {sample.id!r} box {sample.box} is empty inside the "
+                         f"{w}x{h} page after clamping; expected left < right and top < bottom")
+    return im.crop(box)
+
+
+def check_image(sample: LineSample, max_pixels: int = MAX_PIXELS) -> None:
+    """Cheap validity check at setup: header, size and full decode. Raises ImageError."""
+    load_sample_image(sample, max_pixels)
+
+
+def prepare_samples(samples: Sequence[LineSample], codec: Codec, unknown: UnknownRule = "drop",
+                    bad_images: BadImageRule = "skip", source: str = "<dataset>", check_images: bool = True,
+                    max_pixels: int = MAX_PIXELS) -> tuple[list[LineSample], dict[str, Any]]:
+    """Clean labels and drop unusable samples, with counts. Returns (kept samples, stats).
+
+    stats: ``read`` (samples in), ``kept``, ``unknown_chars`` (char -> count), ``skipped_unknown`` (lines
+    left out by unknown="skip_line"), ``empty_text``, ``bad_images`` (id -> reason).
+    """
+    if bad_images not in ("skip", "error"):
+        raise ValueError(f"bad_images={bad_images!r}; expected 'skip' or 'error'")
+    texts, unknown_counts = clean_labels([s.text for s in samples], codec, unknown, source)
+    stats: dict[str, Any] = {"source": source, "read": len(samples), "unknown_chars": dict(unknown_counts),
+                             "skipped_unknown": 0, "empty_text": 0, "bad_images": {}}
+    kept: list[LineSample] = []
+    checked_pages: dict[Path, str | None] = {}  # RIMES: many lines share one page, check it once
+    for s, text in zip(samples, texts):
+        if text is None:
+            stats["skipped_unknown"] += 1
+            continue
+        if not text:
+            stats["empty_text"] += 1
+            continue
+        if check_images:
+            try:
+                if s.box is not None and s.image_path is not None:
+                    if s.image_path not in checked_pages:
+                        try:
+                            load_image(s.image_path, max_pixels=max_pixels)
+                            checked_pages[s.image_path] = None
+                        except ImageError as e:
+                            checked_pages[s.image_path] = str(e)
+                    if checked_pages[s.image_path] is not None:
+                        raise ImageError(checked_pages[s.image_path])
+                else:
+                    check_image(s, max_pixels)
+            except ImageError as e:
+                if bad_images == "error":
+                    raise
+                stats["bad_images"][s.id] = str(e)
+                continue
+        kept.append(s if text == s.text else LineSample(s.id, text, s.image_path, s.box, s.image_bytes))
+    stats["kept"] = len(kept)
+    report(stats)
+    return kept, stats
+
+
+def report(stats: dict[str, Any]) -> None:
+    """Log the counts of one split once: info when clean, a warning naming what was lost otherwise."""
+    src = stats["source"]
+    if stats["unknown_chars"]:
+        log.warning("%s: characters not in the charset: %s", src, format_counts(Counter(stats["unknown_chars"])))
+    if stats["skipped_unknown"]:
+        log.warning("%s: %d lines left out for unknown characters (unknown='skip_line')", src, stats["skipped_unknown"])
+    if stats["empty_text"]:
+        log.warning("%s: %d lines left out with an empty transcription", src, stats["empty_text"])
+    bad = stats["bad_images"]
+    if bad:
+        shown = "; ".join(list(bad.values())[:5]) + (f"; ... {len(bad) - 5} more" if len(bad) > 5 else "")
+        log.warning("%s: %d bad images skipped: %s", src, len(bad), shown)
+    log.info("%s: %d of %d lines kept", src, stats.get("kept", 0), stats["read"])
+
+
+class LineDataset(Dataset):
+    """Items ``{"image": (1, H, W) float32, "target": (L,) int64, "text": str, "id": str}``.
+
+    The samples should come from ``prepare_samples``. An image that still fails at load time (changed
+    on disk since setup) is replaced by the next sample and recorded in ``stats["runtime_bad"]`` with a
+    warning, so one file cannot stop a long run; with ``bad_images="error"`` it raises.
+    """
+
+    def __init__(self, samples: Sequence[LineSample], codec: Codec, preprocess_config: PreprocessConfig | None = None,
+                 augmenter: Augmenter | None = None, bad_images: BadImageRule = "skip",
+                 stats: dict[str, Any] | None = None, max_pixels: int = MAX_PIXELS) -> None:
+        self.samples = list(samples)
+        self.codec = codec
+        self.pre = preprocess_config or PreprocessConfig()
+        self.augmenter = augmenter
+        self.bad_images = bad_images
+        self.max_pixels = max_pixels
+        self.stats: dict[str, Any] = dict(stats or {})
+        self.stats.setdefault("runtime_bad", {})
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> tuple[Image.Image, str, str]:
+        """(grayscale image, text, id) of one sample; subclasses may render instead of reading."""
+        s = self.samples[index]
+        return load_sample_image(s, self.max_pixels), s.text, s.id
+
+    def sample_id(self, index: int) -> str:
+        return self.samples[index].id
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        for attempt in range(min(len(self), 10)):
+            i = (index + attempt) % len(self)
+            try:
+                image, text, sid = self.load(i)
+                return self.to_item(image, text, sid)
+            except ImageError as e:
+                if self.bad_images == "error":
+                    raise
+                key = self.sample_id(i)
+                if key not in self.stats["runtime_bad"]:
+                    self.stats["runtime_bad"][key] = str(e)
+                    log.warning("skipping a line image that failed at load time: %s", e)
+        raise ImageError(f"10 consecutive samples from index {index} failed to load; see the warnings above")
+
+    def to_item(self, image: Image.Image, text: str, sid: str) -> dict[str, Any]:
+        """Augment (if set), preprocess and encode one line."""
+        pre = self.pre
+        if self.augmenter is not None and self.augmenter.config.enabled:
+            image = self.augmenter(np.asarray(image, dtype=np.uint8))
+        tensor = preprocess(image, pre.height, pre.min_width, pre.max_width, pre.too_wide,
+                            pre.normalize_contrast, name=sid)
+        return {"image": tensor, "target": torch.tensor(self.codec.encode(text), dtype=torch.long),
+                "text": text, "id": sid}
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """Give each data-loader worker its own augmentation stream (albumentations has a private RNG that
+    forked workers would otherwise share, repeating the same augmentations in every worker)."""
+    info = torch.utils.data.get_worker_info()
+    if info is None:
+        return
+    seed = info.seed % 2**32  # differs per worker and per epoch (drawn from the main process's torch RNG)
+    np.random.seed(seed)
+    for ds in _datasets(info.dataset):
+        if getattr(ds, "augmenter", None) is not None:
+            ds.augmenter.reseed(seed)
+
+
+def _datasets(ds: Any) -> list[Any]:
+    """A dataset and the members of a ConcatDataset."""
+    return [d for sub in ds.datasets for d in _datasets(sub)] if hasattr(ds, "datasets") else [ds]

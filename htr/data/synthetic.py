@@ -1,0 +1,308 @@
+"""Synthetic handwriting lines rendered on the fly with PIL from handwriting fonts.
+
+Fonts: the ``fontpkg-*`` pip packages (Google Fonts handwriting families, OFL), found through
+``fontpkg.families()``; Debian fonts under /usr/share/fonts join the *training* fonts only when
+``system_fonts=True`` (off by default so that the data set is the same on every machine).
+
+Writer-independent split: each font family is a "writer". The families of ``val_fonts`` (default
+``indie-flower`` and ``satisfy``: one print-like, one connected script) render only the validation
+lines and never appear in training; all other families render training lines.
+
+Text: faker (``en_US`` and ``fr_FR``): sentences of real words, names, addresses, dates, numbers, phone
+numbers, companies, with mixed casing and punctuation; normalised, then restricted to the codec's
+charset and to the characters the chosen font has a glyph for (fontTools cmap), so no font is asked
+for a character it would draw as a box.
+
+Determinism: sample ``i`` of a split depends only on (seed, split, i): its own ``random.Random``, numpy
+generator and faker seed. The same index gives the same pixels in any process or data-loader worker,
+and an epoch is a fixed set of ``train_size`` / ``val_size`` lines.
+
+Rendering: the text is drawn as an ink-coverage mask on a canvas with margins of one font size on each
+side, slanted and rotated there, then cropped to the mask's bounding box plus ``pad`` px: ascenders,
+descenders, slant and rotation are never cut. The mask is then composited with random paper and ink
+gray levels, optional blur and background noise.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from htr.data.augment import Augmenter
+from htr.data.dataset import LineDataset
+from htr.data.images import PreprocessConfig
+from htr.errors import DatasetError
+from htr.text.codec import Codec, normalize_text
+
+log = logging.getLogger(__name__)
+
+SYSTEM_FONT_DIR = Path("/usr/share/fonts")
+# File-name fragments of Debian's handwriting-like fonts (fonts-comic-neue, fonts-humor-sans, ...).
+SYSTEM_HANDWRITING_HINTS = ("comic", "humor", "hand", "script", "marker", "breip", "xkcd", "felipa", "caveat")
+_REQUIRED = set(string.ascii_letters + string.digits)  # a font lacking these is not used at all
+
+
+@dataclass(frozen=True)
+class FontSpec:
+    """One font file; ``family`` is the writer identity used for the train/val split."""
+
+    family: str
+    path: Path
+    weights: tuple[int, int] | None = None  # wght axis range of a variable font
+
+    def __str__(self) -> str:
+        return f"{self.family} ({self.path.name})"
+
+
+@lru_cache(maxsize=None)
+def font_coverage(path: Path) -> frozenset[str]:
+    """Characters with a glyph in the font's best cmap."""
+    from fontTools.ttLib import TTFont
+
+    with TTFont(str(path), lazy=True) as f:
+        return frozenset(chr(c) for c in f.getBestCmap())
+
+
+def discover_fonts(system_fonts: bool = False) -> list[FontSpec]:
+    """Installed handwriting fonts, in a fixed order (family, file name)."""
+    import fontpkg
+
+    fonts = []
+    for slug, fam in sorted(fontpkg.families().items()):
+        for ff in sorted(fam.files, key=lambda f: f.path.name):
+            weights = (ff.wght_min, ff.wght_max) if ff.variable and ff.wght_min is not None else None
+            fonts.append(FontSpec(slug, Path(ff.path), weights))  # type: ignore[arg-type]
+    if system_fonts and SYSTEM_FONT_DIR.is_dir():
+        for p in sorted(SYSTEM_FONT_DIR.rglob("*")):
+            if p.suffix.lower() in (".ttf", ".otf") and any(h in p.name.lower() for h in SYSTEM_HANDWRITING_HINTS):
+                fonts.append(FontSpec("system-" + p.stem.lower(), p))
+    usable = []
+    for f in fonts:
+        try:
+            missing = _REQUIRED - font_coverage(f.path)
+        except Exception as e:  # a broken font file must not stop training: leave it out, say so
+            log.warning("font %s unreadable (%s); not used", f.path, e)
+            continue
+        if missing:
+            log.warning("font %s lacks %s; not used", f, "".join(sorted(missing)))
+            continue
+        usable.append(f)
+    return usable
+
+
+@dataclass
+class SyntheticConfig:
+    """What the synthetic lines look like. Defaults give lines like modern handwriting on clean paper."""
+
+    seed: int = 0
+    train_size: int = 20_000  # lines per training epoch (indices 0..train_size-1, always the same lines)
+    val_size: int = 1_000
+    val_fonts: tuple[str, ...] = ("indie-flower", "satisfy")  # families held out for validation
+    system_fonts: bool = False  # add Debian handwriting fonts to the training fonts
+    locales: tuple[str, ...] = ("en_US", "fr_FR")
+    min_chars: int = 6
+    max_chars: int = 60
+    font_size: tuple[int, int] = (36, 60)  # px, inclusive range
+    slant: float = 0.3  # max |horizontal shear| (x shift per px of height)
+    rotate_deg: float = 1.5
+    stroke_p: float = 0.25  # probability of a thicker pen (stroke width 1)
+    paper: tuple[int, int] = (190, 255)  # paper gray range
+    ink: tuple[int, int] = (0, 100)  # ink gray range
+    blur_p: float = 0.3
+    noise_std: tuple[float, float] = (0.0, 8.0)
+    pad: tuple[int, int] = (4, 12)  # px kept around the ink after cropping
+    case_p: float = 0.1  # probability each of an all-upper and an all-lower line
+
+
+class TextSampler:
+    """Faker-backed line texts; one Faker per locale, created lazily in each process."""
+
+    KINDS = ("sentence", "sentence", "sentence", "words", "name", "address", "date", "number", "phone",
+             "company", "city")
+    DATE_PATTERNS = ("%d/%m/%Y", "%d.%m.%y", "%Y-%m-%d", "%d %B %Y", "%B %d, %Y", "%A %d %B")
+
+    def __init__(self, locales: Sequence[str]) -> None:
+        self.locales = tuple(locales)
+        self._fakers: dict[str, Any] = {}
+
+    def _faker(self, locale: str) -> Any:
+        if locale not in self._fakers:
+            from faker import Faker
+
+            self._fakers[locale] = Faker(locale)
+        return self._fakers[locale]
+
+    def piece(self, fake: Any, rng: random.Random) -> str:
+        kind = rng.choice(self.KINDS)
+        if kind == "sentence":
+            s = fake.sentence(nb_words=rng.randint(3, 9))
+        elif kind == "words":
+            s = " ".join(fake.words(rng.randint(2, 6)))
+        elif kind == "name":
+            s = fake.name()
+        elif kind == "address":
+            s = fake.address().replace("\n", ", ")
+        elif kind == "date":
+            s = fake.date(pattern=rng.choice(self.DATE_PATTERNS))
+        elif kind == "number":
+            s = rng.choice([str(fake.pyint(0, 99999)), f"{rng.uniform(0, 9999):.2f}",
+                            f"{rng.randint(1, 999)},{rng.randint(0, 99):02d} €", f"{rng.randint(1, 100)} %",
+                            f"n° {rng.randint(1, 500)}", f"{rng.randint(1, 40)}°"])
+        elif kind == "phone":
+            s = fake.phone_number()
+        elif kind == "company":
+            s = fake.company()
+        else:
+            s = f"{fake.postcode()} {fake.city()}"
+        r = rng.random()  # punctuation and quotes around some pieces
+        if r < 0.08:
+            s = f"« {s} »" if fake.locales[0].startswith("fr") else f'"{s}"'
+        elif r < 0.14:
+            s = f"({s})"
+        elif r < 0.3:
+            s = s.rstrip(".") + rng.choice([",", ";", ":", " !", "?", "...", " -", "’s"])
+        return s
+
+    def line(self, rng: random.Random, allowed: set[str] | frozenset[str], min_chars: int, max_chars: int,
+             case_p: float) -> str:
+        """A line of min_chars..max_chars characters (at word boundaries), only of ``allowed`` characters."""
+        fake = self._faker(rng.choice(self.locales))
+        fake.seed_instance(rng.getrandbits(32))
+        target = rng.randint(min_chars, max_chars)
+        text = ""
+        for _ in range(20):
+            piece = normalize_text("".join(ch for ch in normalize_text(self.piece(fake, rng)) if ch in allowed))
+            if piece:
+                text = f"{text}{rng.choice([' ', ' ', ', ', ' - '])}{piece}" if text else piece
+            if len(text) >= target:
+                break
+        if len(text) > max_chars:  # cut at the last space before max_chars when there is one
+            cut = text.rfind(" ", min_chars, max_chars + 1)
+            text = text[: cut if cut > 0 else max_chars]
+        r = rng.random()
+        if r < case_p:
+            text = text.upper()
+        elif r < 2 * case_p:
+            text = text.lower()
+        text = normalize_text("".join(ch for ch in text if ch in allowed))  # upper() can leave the charset
+        return text or "".join(rng.choice(sorted(_REQUIRED & allowed)) for _ in range(min_chars))
+
+
+class Renderer:
+    """Draws a text line with a font into a uint8 grayscale image. Fonts cached per (file, size)."""
+
+    def __init__(self, config: SyntheticConfig) -> None:
+        self.cfg = config
+        self._fonts: dict[tuple[Path, int], ImageFont.FreeTypeFont] = {}
+
+    def font(self, spec: FontSpec, size: int) -> ImageFont.FreeTypeFont:
+        key = (spec.path, size)
+        if key not in self._fonts:
+            self._fonts[key] = ImageFont.truetype(str(spec.path), size)
+        return self._fonts[key]
+
+    def render(self, text: str, spec: FontSpec, rng: np.random.Generator) -> np.ndarray:
+        c = self.cfg
+        size = int(rng.integers(c.font_size[0], c.font_size[1] + 1))
+        font = self.font(spec, size)
+        if spec.weights is not None:  # a variable font: random pen weight (set on every call: the object is shared)
+            font.set_variation_by_axes([int(rng.integers(spec.weights[0], spec.weights[1] + 1))])
+        stroke = int(rng.random() < c.stroke_p)
+        left, top, right, bottom = font.getbbox(text, stroke_width=stroke)
+        slant = float(rng.uniform(-c.slant, c.slant))
+        margin = size  # generous: room for slant, rotation and glyphs drawn outside their advance box
+        h = bottom - top + 2 * margin
+        extra = math.ceil(abs(slant) * h / 2)
+        w = right - left + 2 * (margin + extra)
+        mask = Image.new("L", (w, h), 0)
+        ImageDraw.Draw(mask).text((margin + extra - left, margin - top), text, font=font, fill=255,
+                                  stroke_width=stroke, stroke_fill=255)
+        # shear about the middle row: output x samples input x + slant * (y - h/2)
+        mask = mask.transform((w, h), Image.Transform.AFFINE, (1, slant, -slant * h / 2, 0, 1, 0),
+                              resample=Image.Resampling.BILINEAR, fillcolor=0)
+        mask = mask.rotate(float(rng.uniform(-c.rotate_deg, c.rotate_deg)), resample=Image.Resampling.BILINEAR,
+                           expand=True, fillcolor=0)
+        if rng.random() < c.blur_p:
+            mask = mask.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.0))))
+        box = mask.getbbox()
+        if box is None:
+            raise DatasetError(f"font {spec} drew nothing for {text!r}")
+        pad = int(rng.integers(c.pad[0], c.pad[1] + 1))
+        # crop past the canvas edge is filled with 0 (no ink)
+        mask = mask.crop((box[0] - pad, box[1] - pad, box[2] + pad, box[3] + pad))
+        m = np.asarray(mask, dtype=np.float32) / 255.0  # (H, W) ink coverage
+        paper = float(rng.integers(c.paper[0], c.paper[1] + 1))
+        ink = float(rng.integers(c.ink[0], c.ink[1] + 1))
+        img = paper + (ink - paper) * m
+        std = float(rng.uniform(*c.noise_std))
+        if std > 0:
+            img = img + rng.normal(0.0, std, size=img.shape)
+        return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+
+class SyntheticLineDataset(LineDataset):
+    """``size`` synthetic lines of one split ("train" or "val"), same items as LineDataset."""
+
+    def __init__(self, split: Literal["train", "val"], codec: Codec, config: SyntheticConfig | None = None,
+                 preprocess_config: PreprocessConfig | None = None, augmenter: Augmenter | None = None,
+                 fonts: Sequence[FontSpec] | None = None) -> None:
+        super().__init__([], codec, preprocess_config, augmenter)
+        self.cfg = cfg = config or SyntheticConfig()
+        if split not in ("train", "val"):
+            raise ValueError(f"split={split!r}; expected 'train' or 'val'")
+        self.split = split
+        all_fonts = list(fonts) if fonts is not None else discover_fonts(cfg.system_fonts)
+        families = {f.family for f in all_fonts}
+        absent = [v for v in cfg.val_fonts if v not in families]
+        if absent:
+            raise DatasetError(f"validation fonts {absent} are not installed; installed families: {sorted(families)}")
+        held_out = set(cfg.val_fonts)
+        chosen = [f for f in all_fonts if (f.family in held_out) == (split == "val")]
+        if not chosen:
+            raise DatasetError(f"no fonts for the synthetic {split} split (val_fonts={cfg.val_fonts}, "
+                               f"installed: {sorted(families)})")
+        self.fonts = chosen
+        self.families = sorted({f.family for f in chosen})
+        self.size = cfg.train_size if split == "train" else cfg.val_size
+        self.texts = TextSampler(cfg.locales)
+        self.renderer = Renderer(cfg)
+        self.stats.update({"source": f"synthetic-{split}", "read": self.size, "kept": self.size,
+                           "fonts": [str(f) for f in chosen]})
+
+    def __len__(self) -> int:
+        return self.size
+
+    def sample_id(self, index: int) -> str:
+        return f"synth-{self.split}-{self.cfg.seed}-{index:06d}"
+
+    def render(self, index: int) -> tuple[np.ndarray, str, FontSpec]:
+        """(uint8 image, text, font) of line ``index``: a pure function of (seed, split, index)."""
+        if not 0 <= index < self.size:
+            raise IndexError(f"synthetic index {index} out of range 0..{self.size - 1}")
+        rng = random.Random(f"{self.cfg.seed}:{self.split}:{index}")
+        family = rng.choice(self.families)  # a family per line, then one of its files (Kalam has three weights)
+        spec = rng.choice([f for f in self.fonts if f.family == family])
+        allowed = font_coverage(spec.path) & set(self.codec.charset)
+        text = self.texts.line(rng, allowed, self.cfg.min_chars, self.cfg.max_chars, self.cfg.case_p)
+        image = self.renderer.render(text, spec, np.random.default_rng(rng.getrandbits(64)))
+        return image, text, spec
+
+    def load(self, index: int) -> tuple[Image.Image, str, str]:
+        image, text, _ = self.render(index)
+        return Image.fromarray(image, "L"), text, self.sample_id(index)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Faker objects and loaded fonts are rebuilt lazily in each worker; ship only the recipe.
+        state = self.__dict__.copy()
+        state["texts"] = TextSampler(self.cfg.locales)
+        state["renderer"] = Renderer(self.cfg)
+        return state
