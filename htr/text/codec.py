@@ -60,6 +60,9 @@ class Codec:
     def __init__(self, charset: str) -> None:
         if not isinstance(charset, str) or not charset:
             raise CodecError(f"charset must be a non-empty string, got {charset!r}")
+        if unicodedata.normalize("NFC", charset) != charset:  # e.g. 'e' + combining acute: labels hold 'é'
+            raise CodecError(f"charset {charset[:40]!r}... is not in Unicode NFC; expected precomposed "
+                             f"characters (labels are NFC-normalised and would never match)")
         seen: dict[str, int] = {}
         for i, ch in enumerate(charset):
             if ch in seen:
