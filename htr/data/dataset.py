@@ -60,13 +60,18 @@ def load_sample_image(sample: LineSample, max_pixels: int = MAX_PIXELS) -> Image
     im = load_image(sample.image_path, max_pixels=max_pixels)
     if sample.box is None:
         return im
-    left, top, right, bottom = sample.box
-    w, h = im.size
+    return im.crop(clamp_box(sample, im.size))
+
+
+def clamp_box(sample: LineSample, page_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The sample's box clamped to the page; ImageError if nothing of it is left."""
+    left, top, right, bottom = sample.box  # type: ignore[misc]
+    w, h = page_size
     box = (min(max(left, 0), w), min(max(top, 0), h), min(max(right, 0), w), min(max(bottom, 0), h))
     if box[2] - box[0] < 2 or box[3] - box[1] < 2:
         raise ImageError(f"{sample.image_path}: line {sample.id!r} box {sample.box} is empty inside the "
                          f"{w}x{h} page after clamping; expected left < right and top < bottom")
-    return im.crop(box)
+    return box
 
 
 def check_image(sample: LineSample, max_pixels: int = MAX_PIXELS) -> None:
@@ -88,7 +93,7 @@ def prepare_samples(samples: Sequence[LineSample], codec: Codec, unknown: Unknow
     stats: dict[str, Any] = {"source": source, "read": len(samples), "unknown_chars": dict(unknown_counts),
                              "skipped_unknown": 0, "empty_text": 0, "bad_images": {}}
     kept: list[LineSample] = []
-    checked_pages: dict[Path, str | None] = {}  # RIMES: many lines share one page, check it once
+    pages: dict[Path, tuple[int, int] | ImageError] = {}  # RIMES: many lines share a page, decode it once
     for s, text in zip(samples, texts):
         if text is None:
             stats["skipped_unknown"] += 1
@@ -99,14 +104,15 @@ def prepare_samples(samples: Sequence[LineSample], codec: Codec, unknown: Unknow
         if check_images:
             try:
                 if s.box is not None and s.image_path is not None:
-                    if s.image_path not in checked_pages:
+                    if s.image_path not in pages:
                         try:
-                            load_image(s.image_path, max_pixels=max_pixels)
-                            checked_pages[s.image_path] = None
+                            pages[s.image_path] = load_image(s.image_path, max_pixels=max_pixels).size
                         except ImageError as e:
-                            checked_pages[s.image_path] = str(e)
-                    if checked_pages[s.image_path] is not None:
-                        raise ImageError(checked_pages[s.image_path])
+                            pages[s.image_path] = e
+                    page = pages[s.image_path]
+                    if isinstance(page, ImageError):
+                        raise page
+                    clamp_box(s, page)
                 else:
                     check_image(s, max_pixels)
             except ImageError as e:
