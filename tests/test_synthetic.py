@@ -1,0 +1,72 @@
+import pickle
+import string
+
+import numpy as np
+import pytest
+
+from htr.data.synthetic import SyntheticConfig, SyntheticLineDataset, discover_fonts, font_coverage
+from htr.errors import DatasetError
+from htr.text.codec import DEFAULT_CHARSET, Codec
+
+CODEC = Codec(DEFAULT_CHARSET)
+
+
+@pytest.fixture(scope="module")
+def fonts():
+    found = discover_fonts()
+    if not found:
+        pytest.skip("no fontpkg-* handwriting fonts installed")
+    return found
+
+
+def test_fonts_are_found_in_a_fixed_order(fonts):
+    assert fonts == discover_fonts()
+    assert {"caveat", "indie-flower", "satisfy", "zeyada"} <= {f.family for f in fonts}
+
+
+def test_same_seed_and_index_give_the_same_pixels(fonts):
+    cfg = SyntheticConfig(seed=7, train_size=50)
+    a, b = SyntheticLineDataset("train", CODEC, cfg, fonts=fonts), SyntheticLineDataset("train", CODEC, cfg, fonts=fonts)
+    b = pickle.loads(pickle.dumps(b))  # as a data-loader worker receives it
+    for i in (0, 3, 49, 3):  # order of access does not matter
+        ia, ta, _ = a.render(i)
+        ib, tb, _ = b.render(i)
+        assert ta == tb and np.array_equal(ia, ib)
+    other = SyntheticLineDataset("train", CODEC, SyntheticConfig(seed=8, train_size=50), fonts=fonts)
+    assert other.render(0)[1] != a.render(0)[1]
+    assert len(a) == 50 and a.sample_id(3) == "synth-train-7-000003"
+
+
+def test_validation_fonts_are_held_out(fonts):
+    cfg = SyntheticConfig(train_size=40, val_size=40)
+    train = SyntheticLineDataset("train", CODEC, cfg, fonts=fonts)
+    val = SyntheticLineDataset("val", CODEC, cfg, fonts=fonts)
+    assert set(val.families) == set(cfg.val_fonts)
+    assert not set(train.families) & set(val.families)
+    assert {train.render(i)[2].family for i in range(40)} <= set(train.families)
+    assert {val.render(i)[2].family for i in range(10)} <= set(cfg.val_fonts)
+    with pytest.raises(DatasetError, match="not installed"):
+        SyntheticLineDataset("val", CODEC, SyntheticConfig(val_fonts=("no-such-font",)), fonts=fonts)
+
+
+def test_text_fits_codec_and_font_and_ink_stays_inside(fonts):
+    small = Codec(string.ascii_lowercase + " ")
+    ds = SyntheticLineDataset("train", small, SyntheticConfig(train_size=12, min_chars=5, max_chars=40), fonts=fonts)
+    for i in range(12):
+        img, text, font = ds.render(i)
+        assert text and set(text) <= set(small.charset) and set(text) <= font_coverage(font.path)
+        assert len(text) <= 40
+        border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+        assert border.min() > 128, f"ink touches the border of line {i} ({font})"
+        assert img.min() < 128  # there is ink
+        item = ds[i]
+        assert item["image"].shape[:2] == (1, 64) and small.decode(item["target"].tolist()) == text
+
+
+def test_default_lines_use_the_full_charset_variety(fonts):
+    ds = SyntheticLineDataset("train", CODEC, SyntheticConfig(train_size=60), fonts=fonts)
+    texts = [ds.render(i)[1] for i in range(60)]
+    chars = set("".join(texts))
+    assert chars <= set(DEFAULT_CHARSET)
+    assert any(c.isdigit() for c in chars) and any(c in "éèàçê" for c in chars) and any(c in ",.;:" for c in chars)
+    assert len(set(texts)) == 60
