@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from htr.data.augment import AugmentConfig, Augmenter
@@ -103,7 +104,7 @@ class LineDataModule(pl.LightningDataModule):
             raise DatasetError(f"{self.describe(split)}: no usable lines out of {len(samples)} "
                                f"(see the warnings above: {stats['bad_images'] and 'bad images' or 'labels'})")
         train = split == "train"
-        augmenter = Augmenter(self.augment_config) if train and self.augment else None
+        augmenter = self._augmenter() if train else None
         ds: Dataset = LineDataset(kept, self.codec, self.preprocess_config, augmenter, self.bad_images, stats)
         if train and self.synthetic_ratio > 0:
             n = max(1, round(self.synthetic_ratio * len(kept)))
@@ -112,6 +113,13 @@ class LineDataModule(pl.LightningDataModule):
             log.info("%s: %d real + %d synthetic training lines", self.describe(split), len(kept), n)
             ds = ConcatDataset([ds, synth])
         return ds
+
+    def _augmenter(self) -> Augmenter | None:
+        """Training augmentation seeded from torch's RNG, so ``seed_everything`` makes runs repeatable
+        with ``num_workers=0`` (workers reseed their copy in ``worker_init_fn``)."""
+        if not self.augment:
+            return None
+        return Augmenter(self.augment_config, seed=int(torch.initial_seed() % 2**32))
 
     def setup(self, stage: str | None = None) -> None:
         wanted: list[Split] = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"],
@@ -173,7 +181,7 @@ class SyntheticDataModule(LineDataModule):
                 return None
             # held-out fonts, another seed: lines the val set never showed
             cfg = SyntheticConfig(**{**cfg.__dict__, "seed": cfg.seed + 1, "val_size": self.test_size})
-        augmenter = Augmenter(self.augment_config) if split == "train" and self.augment else None
+        augmenter = self._augmenter() if split == "train" else None
         ds = SyntheticLineDataset("train" if split == "train" else "val", self.codec, cfg, self.preprocess_config,
                                   augmenter)
         self.stats[split] = ds.stats

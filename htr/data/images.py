@@ -47,6 +47,7 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, min_side: int 
     truncated files, sizes above ``max_pixels`` (decompression bombs) and sides below ``min_side`` px.
     """
     name = _name(source)
+    im: Image.Image | None = None
     try:
         if isinstance(source, Image.Image):
             im = source
@@ -76,12 +77,20 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, min_side: int 
             ImageFile.LOAD_TRUNCATED_IMAGES = prev
         return to_grayscale(im, name)
     except ImageError:
+        _close(im, source)
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{name}: too many pixels ({e}); expected at most {max_pixels}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
+        _close(im, source)
         raise ImageError(f"{name}: unreadable or corrupt image ({type(e).__name__}: {e}); "
                          f"expected a complete PNG/JPEG/TIFF/... file") from None
+
+
+def _close(im: Image.Image | None, source: Any) -> None:
+    """Release the file handle of an image we opened and reject (never the caller's own image)."""
+    if im is not None and im is not source:
+        im.close()
 
 
 def to_grayscale(im: Image.Image, name: str = "<image>") -> Image.Image:

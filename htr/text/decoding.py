@@ -92,16 +92,20 @@ def beam_search(log_probs: Tensor, beam_width: int = 10, lm: CharNgramLM | None 
     if T == 0:
         return [], 1.0
 
-    lm_cache: dict[tuple[int, ...], float] = {(): 0.0}
+    lm_cache: dict[tuple[int, ...], tuple[float, str]] = {(): (0.0, "")}  # prefix -> (log P_lm, its text)
 
-    def lm_logp(prefix: tuple[int, ...]) -> float:
-        """log P_lm(prefix), built one character at a time from the parent prefix's value."""
+    def lm_state(prefix: tuple[int, ...]) -> tuple[float, str]:
+        """log P_lm(prefix) and its text, built one character at a time from the parent prefix."""
         v = lm_cache.get(prefix)
         if v is None:
-            text = codec.decode(prefix[:-1])  # type: ignore[union-attr]
-            v = lm_logp(prefix[:-1]) + lm.score(text, codec.charset[prefix[-1] - 1])  # type: ignore[union-attr]
+            parent, text = lm_state(prefix[:-1])
+            ch = codec.charset[prefix[-1] - 1]  # type: ignore[union-attr]
+            v = (parent + lm.score(text, ch), text + ch)  # type: ignore[union-attr]
             lm_cache[prefix] = v
         return v
+
+    def lm_logp(prefix: tuple[int, ...]) -> float:
+        return lm_state(prefix)[0]
 
     def rank(prefix: tuple[int, ...], pb: float, pnb: float) -> float:
         s = np.logaddexp(pb, pnb) + insertion_bonus * len(prefix)
@@ -138,7 +142,7 @@ def beam_search(log_probs: Tensor, beam_width: int = 10, lm: CharNgramLM | None 
     def final(kv: tuple[tuple[int, ...], tuple[float, float]]) -> float:
         s = rank(kv[0], *kv[1])
         if lm is not None:
-            s += lm_weight * lm.score(codec.decode(kv[0]), lm.EOS)  # type: ignore[union-attr]
+            s += lm_weight * lm.score(lm_state(kv[0])[1], lm.EOS)  # type: ignore[union-attr]
         return s
 
     prefix, (pb, pnb) = max(beams.items(), key=final)
