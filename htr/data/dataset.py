@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from htr.data.augment import Augmenter
 from htr.data.images import MAX_PIXELS, PreprocessConfig, load_image, preprocess
 from htr.errors import ImageError
-from htr.text.codec import Codec, UnknownRule, clean_labels, format_counts
+from htr.text.codec import Codec, UnknownRule, clean_labels, format_counts, normalize_text
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,9 @@ def prepare_samples(samples: Sequence[LineSample], codec: Codec, unknown: Unknow
                     max_pixels: int = MAX_PIXELS) -> tuple[list[LineSample], dict[str, Any]]:
     """Clean labels and drop unusable samples, with counts. Returns (kept samples, stats).
 
+    Kept samples carry the normalised reference text, unknown characters included (``"drop"`` removes
+    them from the training target only, so metrics still count them as errors); a line with nothing
+    left after dropping is left out as ``empty_text``.
     stats: ``read`` (samples in), ``kept``, ``unknown_chars`` (char -> count), ``skipped_unknown`` (lines
     left out by unknown="skip_line"), ``empty_text``, ``bad_images`` (id -> reason).
     """
@@ -120,7 +123,10 @@ def prepare_samples(samples: Sequence[LineSample], codec: Codec, unknown: Unknow
                     raise
                 stats["bad_images"][s.id] = str(e)
                 continue
-        kept.append(s if text == s.text else LineSample(s.id, text, s.image_path, s.box, s.image_bytes))
+        # Keep the normalised text with its unknown characters as the reference: the target drops them
+        # (LineDataset.to_item) but CER/WER still count them as errors, so "drop" cannot flatter a score.
+        reference = normalize_text(s.text)
+        kept.append(s if reference == s.text else LineSample(s.id, reference, s.image_path, s.box, s.image_bytes))
     stats["kept"] = len(kept)
     report(stats)
     return kept, stats
@@ -144,6 +150,8 @@ def report(stats: dict[str, Any]) -> None:
 
 class LineDataset(Dataset):
     """Items ``{"image": (1, H, W) float32, "target": (L,) int64, "text": str, "id": str}``.
+
+    ``text`` is the reference for metrics; ``target`` encodes its characters that the codec knows.
 
     The samples should come from ``prepare_samples``. An image that still fails at load time (changed
     on disk since setup) is replaced by the next sample and recorded in ``stats["runtime_bad"]`` with a
@@ -195,7 +203,8 @@ class LineDataset(Dataset):
             image = self.augmenter(np.asarray(image, dtype=np.uint8))
         tensor = preprocess(image, pre.height, pre.min_width, pre.max_width, pre.too_wide,
                             pre.normalize_contrast, name=sid)
-        return {"image": tensor, "target": torch.tensor(self.codec.encode(text), dtype=torch.long),
+        known = "".join(ch for ch in text if ch in self.codec)  # unknown chars were counted at setup
+        return {"image": tensor, "target": torch.tensor(self.codec.encode(known), dtype=torch.long),
                 "text": text, "id": sid}
 
 

@@ -8,7 +8,8 @@ synthetic lines, metrics of the CLI): Unicode NFC, no-break/odd spaces -> space,
 strip. Characters still missing from the charset are handled by the ``unknown`` rule of
 :func:`clean_labels`:
 
-- ``"drop"`` (default): remove the character from the label and count it;
+- ``"drop"`` (default): remove the character from the training target and count it (the data
+  modules keep it in the reference text, so CER/WER still count it as an error);
 - ``"skip_line"``: leave the whole line out and count it;
 - ``"error"``: raise :class:`~htr.errors.CodecError` naming each character, its count and the file.
 """
