@@ -13,7 +13,10 @@ there is no sigmoid, tanh or exp. Large s replaces the state by the candidate, v
 the state, s near 0 adds the candidate to it. Two weight blocks per step (GRU: three, LSTM: four).
 
 Initialisation (from the adding-problem trials): b_s = -1 so that the cell starts by keeping its
-state, U orthogonal scaled by 0.5, W uniform in +-1/sqrt(H) as torch's GRU.
+state, U orthogonal scaled by 0.5, W and b_n uniform in +-1/sqrt(input size) as nn.Linear. The input
+scale matters: with torch's GRU scale (+-1/sqrt(H)) |W x| stays far below |b_s| = 1, so the candidate
+is shrunk to exactly 0 (|n| <= 1 <= ReLU(-s)), the state never leaves 0 and no gradient reaches the
+gate (adding problem, T = 100: test MSE 0.5 after 400 steps, against 2.8e-4 with the fan-in scale).
 
 Parameters are stored as W = [W_s; W_n] (2H, I), U = [U_s; U_n] (2H, H), b = [b_s; b_n] (2H):
 rows [0, H) give the gate score, rows [H, 2H) the candidate.
@@ -147,7 +150,7 @@ class ReluAddCell(nn.Module):
 
     def reset_parameters(self) -> None:
         H = self.hidden_size
-        bound = 1.0 / math.sqrt(H)
+        bound = 1.0 / math.sqrt(self.input_size)
         nn.init.uniform_(self.weight_ih, -bound, bound)
         with torch.no_grad():
             for block in self.weight_hh.split(H):  # U_s and U_n, each (H, H)
