@@ -1,0 +1,321 @@
+"""`htr bench fhe`: encrypted (TFHE, Concrete) execution of one relu_add layer against one GRU layer.
+
+For each hidden size H and number of steps T, both cells are quantised from random float weights with
+the same QuantSpec (same input, state and weight bit widths, same value ranges), unrolled over T steps
+into a Concrete circuit (input x (T, I) encrypted, weights clear, output h_T), compiled, given fresh
+keys, and run encrypted a few times. Reported per cell: the bit widths and crypto parameters Concrete
+chose, compile / key generation / encrypt / run / decrypt seconds (medians over the runs), whether every
+decrypted output equals Concrete's simulation of the same circuit, and the error of the clear integer
+model against the float cell. Per (H, T): the ratio gru / relu_add of the encrypted run time.
+
+Each (H, T) runs in its own subprocess with a wall-clock limit; whatever finished before the limit is
+kept and the rest is recorded as a timeout. The encrypted runs of the cells of one (H, T) are
+interleaved (relu_add, gru, relu_add, gru, ...) so that load on a shared machine hits them alike.
+
+Cells: relu_add; gru (torch's GRU equations, each product of two encrypted values as Concrete's
+encrypted multiplication); gru_mv (the same GRU with each product computed as one bivariate lookup,
+the cheapest form Concrete offers; reported for fairness).
+
+Needs the optional extra: pip install -e .[fhe]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from htr.fhe.quantize import QuantSpec
+
+FULL = dict(hidden=(4, 8, 16), steps=(1, 2, 4, 8), cells=("relu_add", "gru", "gru_mv"), runs=3)
+QUICK = dict(hidden=(4,), steps=(1, 2), cells=("relu_add", "gru"), runs=1)
+DEFAULT_SPEC = QuantSpec(input_bits=3, state_bits=3, weight_bits=3, acc_bits=4)
+
+
+# ----------------------------------------------------------------------------------------- cells
+def make_cell(kind: str, hidden: int, input_size: int, spec: QuantSpec, seed: int = 0):
+    """Random float cell (torch's initialisations) -> (integer cell, float step function).
+
+    relu_add's gate bias is drawn like the other biases instead of its -1 training init, so that the
+    random cell's state moves (with b_s = -1 a random relu_add cell keeps h = 0, which would make
+    the exactness checks trivial). Inputs are taken in [-1, 1]: x_scale = 1 / Qx.
+    """
+    import torch
+
+    from htr.fhe.quantize import quantize_gru, quantize_relu_add, random_float_cells
+
+    ra, gru = random_float_cells(hidden, input_size, seed)
+    x_scale = 1.0 / spec.qx
+    if kind == "relu_add":
+        with torch.no_grad():
+            bound = 1.0 / np.sqrt(hidden)
+            ra.bias[:hidden].uniform_(-bound, bound)
+        cell = quantize_relu_add(ra.weight_ih.detach(), ra.weight_hh.detach(), ra.bias.detach(), spec, x_scale)
+
+        def float_step(x, h):
+            return ra.step(x, h)
+    elif kind in ("gru", "gru_mv"):
+        cell = quantize_gru(gru.weight_ih_l0.detach(), gru.weight_hh_l0.detach(), gru.bias_ih_l0.detach(),
+                            gru.bias_hh_l0.detach(), spec, x_scale)
+        cell.products = "multivariate" if kind == "gru_mv" else "multiply"
+        gcell = torch.nn.GRUCell(input_size, hidden)
+        gcell.load_state_dict({"weight_ih": gru.weight_ih_l0, "weight_hh": gru.weight_hh_l0,
+                               "bias_ih": gru.bias_ih_l0, "bias_hh": gru.bias_hh_l0})
+
+        def float_step(x, h):
+            return gcell(x, h)
+    else:
+        raise ValueError(f"unknown cell {kind!r}: expected relu_add, gru or gru_mv")
+    return cell, float_step
+
+
+def int_vs_float(cell, float_step, inputs: list[np.ndarray]) -> dict[str, float]:
+    """Final-state error of the clear integer model against the float cell on the same inputs."""
+    import torch
+
+    from htr.fhe.quantize import ClearOps
+
+    xs = np.stack(inputs)  # (B, T, I) integers
+    with torch.no_grad():
+        x = torch.as_tensor(xs * cell.x_scale, dtype=torch.float32)
+        h = torch.zeros(xs.shape[0], cell.hidden_size)
+        for t in range(xs.shape[1]):
+            h = float_step(x[:, t], h)
+    hi = np.stack([cell.to_float_state(cell.run(ClearOps, xi)) for xi in xs])
+    err = np.abs(hi - h.numpy())
+    return {"max_abs_err": float(err.max()), "mean_abs_err": float(err.mean()),
+            "state_step": 1.0 / cell.spec.q}
+
+
+# ---------------------------------------------------------------------------------------- worker
+def _worker(job: dict[str, Any]) -> None:
+    """One (H, T): compile and keygen every cell, then interleaved encrypted runs. Writes job['out']."""
+    from htr.fhe import circuits as C
+    from htr.fhe.quantize import calibrate, random_inputs
+
+    spec = QuantSpec(**job["spec"])
+    H, T, I = job["hidden"], job["steps"], job["input_size"]
+    out_path = Path(job["out"])
+    result: dict[str, Any] = {"hidden": H, "steps": T, "input_size": I, "cells": {}}
+
+    def save() -> None:
+        tmp = out_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result))
+        os.replace(tmp, out_path)
+
+    rng = np.random.default_rng(job["seed"])
+    inputset = random_inputs(rng, spec, T, I, job["inputset"])
+    run_inputs = inputset[: job["runs"]]  # inside the inputset: values whose bounds Concrete measured
+    circuits = {}
+    for kind in job["cells"]:
+        rec: dict[str, Any] = {"status": "compiling"}
+        result["cells"][kind] = rec
+        save()
+        cell, float_step = make_cell(kind, H, I, spec, job["seed"])
+        calibrate(cell, inputset)
+        rec["lsbs"] = dict(cell.lsbs)
+        rec["int_vs_float"] = int_vs_float(cell, float_step, inputset)
+        t0 = time.perf_counter()
+        circuit = C.compile_cell(cell, T, inputset, C.configuration())
+        rec["compile_s"] = time.perf_counter() - t0
+        rec["params"] = C.parameters(circuit)
+        rec["status"] = "keygen"
+        save()
+        t0 = time.perf_counter()
+        circuit.keygen(force=True)
+        rec["keygen_s"] = time.perf_counter() - t0
+        rec.update(status="running", encrypt_s=[], run_s=[], decrypt_s=[], exact=[], matches_clear=[])
+        save()
+        circuits[kind] = (cell, circuit)
+    budget = job["run_budget_s"]
+    for i, x in enumerate(run_inputs):
+        for kind, (cell, circuit) in circuits.items():
+            rec = result["cells"][kind]
+            if i > 0 and sum(rec["run_s"]) > budget:
+                continue  # enough repeats for this cell within the budget
+            timing = C.Timing()
+            (dec, sim), = C.timed_encrypted_runs(circuit, [x], timing)
+            rec["encrypt_s"] += timing.encrypt_s
+            rec["run_s"] += timing.run_s
+            rec["decrypt_s"] += timing.decrypt_s
+            rec["exact"].append(bool(np.array_equal(dec, sim)))
+            rec["matches_clear"].append(bool(np.array_equal(sim, C.clear_run(cell, x))))
+            save()
+    for rec in result["cells"].values():
+        rec["status"] = "done"
+    save()
+
+
+def run_config(hidden: int, steps: int, cells, spec: QuantSpec, runs: int, timeout_s: float, seed: int = 0,
+               input_size: int | None = None, inputset: int = 64, run_budget_s: float = 60.0) -> dict[str, Any]:
+    """Run one (H, T) in a subprocess with a wall-clock limit; return its (possibly partial) record."""
+    with tempfile.TemporaryDirectory(prefix="htr-fhe-") as tmp:
+        out = Path(tmp) / "result.json"
+        job = dict(hidden=hidden, steps=steps, input_size=input_size or hidden, cells=list(cells),
+                   spec=spec.__dict__, runs=runs, seed=seed, inputset=inputset, run_budget_s=run_budget_s,
+                   out=str(out))
+        cmd = [sys.executable, "-m", "htr.bench.fhe", "--worker", json.dumps(job)]
+        t0 = time.perf_counter()
+        timed_out, err = False, ""
+        try:
+            proc = subprocess.run(cmd, timeout=timeout_s, capture_output=True, text=True)
+            if proc.returncode != 0:
+                err = proc.stderr[-2000:]
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        wall = time.perf_counter() - t0
+        result = json.loads(out.read_text()) if out.exists() else {
+            "hidden": hidden, "steps": steps, "input_size": input_size or hidden, "cells": {}}
+    result["wall_s"] = wall
+    for kind in cells:
+        rec = result["cells"].setdefault(kind, {"status": "not started"})
+        if rec.get("status") != "done":
+            if timed_out:
+                rec["status"] = f"timeout ({timeout_s:.0f} s) during {rec.get('status')}"
+            elif err:
+                rec["status"] = f"error during {rec.get('status')}: {err.strip().splitlines()[-1]}"
+        for key in ("encrypt_s", "run_s", "decrypt_s"):
+            if rec.get(key):
+                rec[key + "_median"] = float(np.median(rec[key]))
+        if rec.get("exact"):
+            rec["encrypted_equals_simulate"] = all(rec["exact"])
+    ra = result["cells"].get("relu_add", {}).get("run_s_median")
+    for kind in cells:
+        other = result["cells"][kind].get("run_s_median")
+        if kind != "relu_add" and ra and other:
+            result[f"ratio_{kind}_over_relu_add"] = other / ra
+    return result
+
+
+def run(quick: bool = False, hidden=None, steps=None, cells=None, spec: QuantSpec = DEFAULT_SPEC,
+        runs: int | None = None, timeout_s: float = 600.0, seed: int = 0, input_size: int | None = None,
+        log=None) -> dict[str, Any]:
+    """The whole benchmark. Returns {'spec', 'configs': [...]} (one record per (H, T))."""
+    preset = QUICK if quick else FULL
+    hidden = tuple(hidden or preset["hidden"])
+    steps = tuple(steps or preset["steps"])
+    cells = tuple(cells or preset["cells"])
+    if "relu_add" not in cells:
+        cells = ("relu_add",) + cells
+    runs = runs or preset["runs"]
+    import concrete.fhe  # noqa: F401 - fail early, with the install line, before any subprocess
+
+    report: dict[str, Any] = {"spec": spec.__dict__, "spec_text": spec.describe(), "cells": list(cells),
+                              "runs": runs, "timeout_s": timeout_s, "cpu_count": os.cpu_count(),
+                              "concrete_version": _concrete_version(), "configs": []}
+    for H in hidden:
+        for T in steps:
+            rec = run_config(H, T, cells, spec, runs, timeout_s, seed, input_size)
+            report["configs"].append(rec)
+            if log is not None:
+                print(_row_text(rec, cells), file=log, flush=True)
+    return report
+
+
+def _concrete_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("concrete-python")
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def _fmt(v, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}g}"
+
+
+def _row_text(rec: dict, cells) -> str:
+    parts = [f"H={rec['hidden']} T={rec['steps']}"]
+    for kind in cells:
+        c = rec["cells"].get(kind, {})
+        parts.append(f"{kind}: run {_fmt(c.get('run_s_median'))} s keygen {_fmt(c.get('keygen_s'))} s "
+                     f"[{c.get('status')}]")
+    if rec.get("ratio_gru_over_relu_add"):
+        parts.append(f"gru/relu_add {rec['ratio_gru_over_relu_add']:.2f}")
+    return " | ".join(parts)
+
+
+def to_tables(report: dict) -> str:
+    from htr.bench.timing import format_table
+
+    cells = report["cells"]
+    rows, prow = [], []
+    for rec in report["configs"]:
+        for kind in cells:
+            c = rec["cells"].get(kind, {})
+            p = c.get("params", {})
+            rows.append([rec["hidden"], rec["steps"], kind, c.get("status", "-"),
+                         p.get("max_bit_width", "-"), _fmt(c.get("compile_s")), _fmt(c.get("keygen_s")),
+                         _fmt(c.get("encrypt_s_median")), _fmt(c.get("run_s_median")),
+                         _fmt(c.get("decrypt_s_median")), len(c.get("run_s", [])),
+                         {True: "yes", False: "NO"}.get(c.get("encrypted_equals_simulate"), "-"),
+                         _fmt(c.get("int_vs_float", {}).get("max_abs_err"), 2)])
+            if p:
+                widths = ",".join(f"{k}b:{v}" for k, v in p.get("tlu_input_bit_widths", {}).items())
+                polys = ",".join(f"{k['polynomial_size']}" for k in p.get("bootstrap_keys", []))
+                prow.append([rec["hidden"], rec["steps"], kind, widths, p.get("pbs_count"), polys,
+                             f"{p.get('size_bootstrap_keys_MB', 0):.0f}", f"{p.get('complexity', 0):.3g}"])
+    ratio_rows = []
+    for rec in report["configs"]:
+        row = [rec["hidden"], rec["steps"]]
+        for kind in cells:
+            if kind != "relu_add":
+                row.append(_fmt(rec.get(f"ratio_{kind}_over_relu_add")))
+        ratio_rows.append(row)
+    out = [f"Value ranges: {report['spec_text']}", "",
+           format_table(["H", "T", "cell", "status", "max bits", "compile s", "keygen s", "encrypt s", "run s",
+                         "decrypt s", "runs", "enc == sim", "int-float max err"], rows), "",
+           format_table(["H", "T", "cell", "TLU input bits:count", "PBS", "bootstrap key N", "BSK MB",
+                         "complexity"], prow), "",
+           format_table(["H", "T"] + [f"{k} / relu_add run" for k in cells if k != "relu_add"], ratio_rows)]
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="H=4, T=1,2, relu_add and gru, one run each")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--hidden", type=_ints, default=None, help="hidden sizes, e.g. 4,8,16")
+    parser.add_argument("--steps", type=_ints, default=None, help="numbers of steps T, e.g. 1,2,4,8")
+    parser.add_argument("--cells", type=lambda s: tuple(s.split(",")), default=None,
+                        help="relu_add,gru,gru_mv (relu_add is always included: it is the reference)")
+    parser.add_argument("--bits", type=_ints, default=None,
+                        help="input,state,weight,acc bit widths (default 3,3,3,4)")
+    parser.add_argument("--runs", type=int, default=None, help="encrypted runs per cell (median reported)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per (H, T) before giving up")
+    parser.add_argument("--input-size", type=int, default=None, help="input features I (default: = H)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+
+
+def main(args: argparse.Namespace) -> None:
+    if getattr(args, "worker", None):
+        _worker(json.loads(args.worker))
+        return
+    spec = QuantSpec(*args.bits) if args.bits else DEFAULT_SPEC
+    report = run(quick=args.quick, hidden=args.hidden, steps=args.steps, cells=args.cells, spec=spec,
+                 runs=args.runs, timeout_s=args.timeout, seed=args.seed, input_size=args.input_size,
+                 log=sys.stderr)
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print(to_tables(report))
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(prog="htr bench fhe", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    main(p.parse_args())
