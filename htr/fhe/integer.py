@@ -1,0 +1,244 @@
+"""Integer-only relu_add recurrent layer: a drop-in for a trained `ReluAddRecurrent` at inference.
+
+    layer = IntegerReluAdd.from_float(recurrent)          # recurrent: a trained ReluAddRecurrent
+    output, state = layer(x, lengths)                      # same interface: (T, N, C) -> (T, N, D*H)
+
+Number formats (per cell = one layer and direction):
+- weights W (2H, I) and U (2H, H): int8, one scale per row: W_int = rint(W / s_w), s_w = max|W_row| / 127;
+- input of the first layer: int8 with one dynamic scale per call, x_int = rint(x / s_x),
+  s_x = max|x| / 127 (as torch's dynamic quantisation); later layers read the previous layer's
+  integer states directly (scale 1 / Q);
+- state h: integer in [-Q, Q], Q = 2^(state_bits - 1) - 1 (default 127), h ~= h_int / Q;
+- accumulation: exact int32 sums W_int x_int and U_int h_int;
+- requantisation: the two accumulators and the bias meet on one fixed-point grid of 1 / (Q 2^F),
+  g = (acc_x M_x + acc_h M_h + B + 2^(S-1)) >> S with int64 multipliers M = rint(scale Q 2^(F+S)),
+  i.e. round half up (S = 20 shift bits, F = frac_bits extra fraction bits for the gates);
+- the step itself, in integers on that grid (QF = Q 2^F):
+      q = clamp(s, 0, QF), r = clamp(-s, 0, QF), n = clamp(a, -QF, QF), hF = h_int 2^F
+      u = relu(hF - q) - relu(-hF - q), v = relu(n - r) - relu(-n - r)
+      h_int' = clamp((u + v + 2^(F-1)) >> F, -Q, Q)          round half up
+  No float is used between the input quantisation and the output (h_int / Q).
+
+The input projection W_int x_int for all steps is one matrix product. It is computed by float32
+BLAS on the integer values, which is exact (every partial sum is an integer below 2^24: asserted),
+hence identical to an int32 accumulation; the recurrence U_int h_int runs in numba with int32 sums.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import numpy as np
+import torch
+from numba import njit, prange
+from torch import Tensor, nn
+
+from htr.nn.recurrent import RecurrentLayer, ReluAddRecurrent
+
+SHIFT = 20
+
+
+@njit(cache=True)
+def _recurrence(accx, u_int, mx, mh, bias, lengths, reverse, Q, F, out_int, h_last):
+    """accx (T, N, 2H) int32 = W_int x_int; u_int (2H, H) int8; mx, mh, bias (2H,) int64 fixed point.
+
+    Writes out_int (T, N, H) int32 (zeros past each length) and h_last (N, H) int32.
+    """
+    T, N, H2 = accx.shape
+    H = H2 // 2
+    QF = Q << F
+    half = 1 << (SHIFT - 1)
+    fhalf = (1 << (F - 1)) if F > 0 else 0
+    for b in prange(N):
+        h = np.zeros(H, dtype=np.int32)
+        hn = np.zeros(H, dtype=np.int32)
+        g = np.zeros(H2, dtype=np.int64)
+        L = lengths[b]
+        for i in range(L):
+            t = L - 1 - i if reverse else i
+            for j in range(H2):
+                acc = np.int32(0)
+                for k in range(H):
+                    acc += np.int32(u_int[j, k]) * h[k]
+                g[j] = (np.int64(accx[t, b, j]) * mx[j] + np.int64(acc) * mh[j] + bias[j] + half) >> SHIFT
+            for j in range(H):
+                s = g[j]
+                a = g[H + j]
+                q = min(max(s, 0), QF)
+                r = min(max(-s, 0), QF)
+                n = min(max(a, -QF), QF)
+                hf = np.int64(h[j]) << F
+                u = max(hf - q, 0) - max(-hf - q, 0)
+                v = max(n - r, 0) - max(-n - r, 0)
+                z = (u + v + fhalf) >> F
+                hn[j] = min(max(z, -Q), Q)
+            for j in range(H):
+                h[j] = hn[j]
+                out_int[t, b, j] = hn[j]
+        for j in range(H):
+            h_last[b, j] = h[j]
+
+
+def _row_int8(w: np.ndarray, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    qmax = 2 ** (bits - 1) - 1
+    scale = np.maximum(np.abs(w).max(axis=1), 1e-12) / qmax
+    return np.clip(np.rint(w / scale[:, None]), -qmax, qmax).astype(np.int8), scale
+
+
+class _IntCell:
+    def __init__(self, cell, weight_bits: int) -> None:
+        W = cell.weight_ih.detach().double().numpy()
+        U = cell.weight_hh.detach().double().numpy()
+        self.hidden_size = U.shape[1]
+        self.w_int, self.sw = _row_int8(W, weight_bits)
+        self.u_int, self.su = _row_int8(U, weight_bits)
+        self.b = cell.bias.detach().double().numpy()
+        self.w_f32 = self.w_int.astype(np.float32).T.copy()  # (I, 2H) for the exact float32 product
+
+
+class IntegerReluAdd(RecurrentLayer):
+    """Integer-only inference copy of a ReluAddRecurrent (see the module docstring)."""
+
+    def __init__(self, recurrent: ReluAddRecurrent, state_bits: int = 8, weight_bits: int = 8,
+                 input_bits: int = 8, frac_bits: int = 8) -> None:
+        super().__init__(recurrent.input_size, recurrent.hidden_size, recurrent.num_layers,
+                         recurrent.bidirectional, 0.0, recurrent.batch_first)
+        if not 2 <= weight_bits <= 8 or not 2 <= input_bits <= 8:
+            raise ValueError(f"weight_bits and input_bits must lie in [2, 8] (int8), got {weight_bits}, {input_bits}")
+        if not 2 <= state_bits <= 16 or not 0 <= frac_bits <= 12:
+            raise ValueError(f"state_bits must lie in [2, 16] and frac_bits in [0, 12], got {state_bits}, {frac_bits}")
+        self.Q = 2 ** (state_bits - 1) - 1
+        self.F = frac_bits
+        self.input_bits = input_bits
+        self.state_bits = state_bits
+        self.cells_int = [_IntCell(c, weight_bits) for c in recurrent.cells]
+
+    @classmethod
+    def from_float(cls, recurrent: ReluAddRecurrent, **kwargs) -> "IntegerReluAdd":
+        if not isinstance(recurrent, ReluAddRecurrent):
+            raise TypeError(f"expected a ReluAddRecurrent, got {type(recurrent).__name__}")
+        return cls(recurrent, **kwargs)
+
+    def _cell(self, layer: int, reverse: bool) -> _IntCell:
+        return self.cells_int[layer * self.num_directions + int(reverse)]
+
+    def _run_cell(self, c: _IntCell, x_int: np.ndarray, x_scale: float, lengths: np.ndarray, reverse: bool):
+        T, N, I = x_int.shape
+        xmax = int(np.abs(x_int).max()) if x_int.size else 0
+        if c.hidden_size * 127 * self.Q >= 2 ** 31:
+            raise ValueError(f"U h would overflow int32 at hidden size {c.hidden_size}; lower state_bits")
+        if I * xmax * 127 < 2 ** 24:  # exact in float32: use BLAS
+            accx = (x_int.reshape(T * N, I).astype(np.float32) @ c.w_f32).reshape(T, N, -1).astype(np.int32)
+        else:  # wide states (state_bits > 8) fed to the next layer: plain integer product
+            accx = (x_int.reshape(T * N, I).astype(np.int64) @ c.w_int.T.astype(np.int64)).reshape(T, N, -1)
+            if np.abs(accx).max() >= 2 ** 31:
+                raise ValueError("input projection overflows int32; lower state_bits")
+            accx = accx.astype(np.int32)
+        QF = float(self.Q * 2 ** self.F)
+        mx = np.rint(x_scale * c.sw * QF * 2 ** SHIFT).astype(np.int64)
+        mh = np.rint(c.su / self.Q * QF * 2 ** SHIFT).astype(np.int64)
+        bias = np.rint(c.b * QF * 2 ** SHIFT).astype(np.int64)
+        out = np.zeros((T, N, c.hidden_size), dtype=np.int32)
+        last = np.zeros((N, c.hidden_size), dtype=np.int32)
+        _recurrence(accx, c.u_int, mx, mh, bias, lengths, reverse, self.Q, self.F, out, last)
+        return out, last
+
+    def forward_int(self, x: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """x (T, N, C) float -> integer outputs (T, N, D*H) and final states (L*D, N, H) (scale 1/Q)."""
+        qmax = 2 ** (self.input_bits - 1) - 1
+        x_scale = max(float(np.abs(x).max()), 1e-12) / qmax
+        x_int = np.clip(np.rint(x / x_scale), -qmax, qmax).astype(np.int32)
+        lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+        finals = []
+        for k in range(self.num_layers):
+            outs = []
+            for rev in ([False, True] if self.bidirectional else [False]):
+                o, last = self._run_cell(self._cell(k, rev), x_int, x_scale, lengths, rev)
+                outs.append(o)
+                finals.append(last)
+            x_int = np.concatenate(outs, axis=-1) if len(outs) > 1 else outs[0]
+            x_scale = 1.0 / self.Q
+        return x_int, np.stack(finals)
+
+    def _run(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        out, finals = self.forward_int(x.detach().float().cpu().numpy(), lengths.numpy())
+        scale = 1.0 / self.Q
+        return (torch.from_numpy(out.astype(np.float32) * scale).to(x.device),
+                torch.from_numpy(finals.astype(np.float32) * scale).to(x.device))
+
+
+def swap_decoders(model: nn.Module, **kwargs) -> nn.Module:
+    """A deep copy of `model` with every ReluAddRecurrent replaced by its IntegerReluAdd."""
+    model = copy.deepcopy(model)
+    swapped = 0
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, ReluAddRecurrent):
+                setattr(module, child_name, IntegerReluAdd.from_float(child, **kwargs))
+                swapped += 1
+    if isinstance(model, ReluAddRecurrent):
+        return IntegerReluAdd.from_float(model, **kwargs)
+    if swapped == 0:
+        raise TypeError(f"{type(model).__name__} holds no ReluAddRecurrent to replace")
+    return model
+
+
+def compare_cer(model: nn.Module, evaluate: Callable[[nn.Module], float], **kwargs) -> dict[str, float]:
+    """CER of the float model and of its integer-decoder copy, with the same `evaluate(model) -> CER`.
+
+    For the shipped model on the poilus val split, pass an `evaluate` that runs the project's
+    validation on that split and returns its CER (in percent or as a fraction, consistently).
+    """
+    model.eval()
+    float_cer = float(evaluate(model))
+    int_model = swap_decoders(model, **kwargs).eval()
+    int_cer = float(evaluate(int_model))
+    return {"float_cer": float_cer, "integer_cer": int_cer, "difference": int_cer - float_cer}
+
+
+# ---------------------------------------------------------------------------------------- speed
+def speed(input_size: int = 256, hidden_size: int = 256, steps: int = 128, batch: int = 1,
+          num_layers: int = 2, bidirectional: bool = True, repeats: int = 10, threads: int = 1) -> dict:
+    """Median inference seconds per call: float relu_add, integer relu_add, dynamic-int8 nn.GRU/nn.LSTM."""
+    from htr.bench.timing import fix_threads, interleaved_medians
+    from htr.nn import build_recurrent
+
+    fix_threads(threads)
+    torch.manual_seed(0)
+    kw = dict(num_layers=num_layers, bidirectional=bidirectional)
+    ra = build_recurrent("relu_add", input_size, hidden_size, **kw).eval()
+    iq = IntegerReluAdd.from_float(ra)
+    gru = nn.GRU(input_size, hidden_size, **kw).eval()
+    lstm = nn.LSTM(input_size, hidden_size, **kw).eval()
+    qgru = torch.ao.quantization.quantize_dynamic(gru, {nn.GRU}, dtype=torch.qint8)
+    qlstm = torch.ao.quantization.quantize_dynamic(lstm, {nn.LSTM}, dtype=torch.qint8)
+    x = torch.randn(steps, batch, input_size)
+    lengths = torch.full((batch,), steps, dtype=torch.int64)
+
+    def call(fn):
+        def run():
+            with torch.inference_mode():
+                fn()
+        return run
+
+    fns = {"relu_add float": call(lambda: ra(x, lengths)),
+           "relu_add integer": call(lambda: iq(x, lengths)),
+           "gru float": call(lambda: gru(x)), "gru dynamic int8": call(lambda: qgru(x)),
+           "lstm float": call(lambda: lstm(x)), "lstm dynamic int8": call(lambda: qlstm(x))}
+    med = interleaved_medians(fns, repeats=repeats, warmup=2)
+    return {"config": dict(input_size=input_size, hidden_size=hidden_size, steps=steps, batch=batch,
+                           num_layers=num_layers, bidirectional=bidirectional, threads=threads),
+            "seconds": med}
+
+
+def agreement(recurrent: ReluAddRecurrent, x: Tensor, lengths: Tensor | None = None, **kwargs) -> dict[str, float]:
+    """Max and mean |integer - float| over the outputs of `recurrent` on x."""
+    with torch.inference_mode():
+        ref, _ = recurrent(x, lengths)
+        out, _ = IntegerReluAdd.from_float(recurrent, **kwargs)(x, lengths)
+    err = (out - ref).abs()
+    return {"max_abs_err": float(err.max()), "mean_abs_err": float(err.mean()),
+            "state_step": 1.0 / (2 ** (kwargs.get("state_bits", 8) - 1) - 1)}
+
+
+__all__ = ["IntegerReluAdd", "swap_decoders", "compare_cer", "speed", "agreement"]
