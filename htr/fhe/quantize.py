@@ -7,7 +7,9 @@ encrypted circuit (`htr.fhe.circuits.FheOps`). This module does not import concr
 Number formats (one `QuantSpec` for both cells, so both circuits see the same inputs):
     x_int in [-Qx, Qx], Qx = 2^(input_bits-1) - 1     input  x ~= x_int * x_scale
     h_int in [-Q, Q],   Q  = 2^(state_bits-1) - 1     state  h ~= h_int / Q        (h lies in [-1, 1])
-    weights in [-Qw, Qw], Qw = 2^(weight_bits-1) - 1, one scale per weight block (gate / candidate ...)
+    weights: one accumulator unit per weight block (gate / candidate ...): min over the block's input
+             and recurrent parts of max|part| / Qw, Qw = 2^(weight_bits-1) - 1; the part with the
+             coarser natural unit thus gets more than weight_bits levels (never fewer)
     GRU gates r, z in [0, Q]                                  r ~= r_int / Q        (same levels as h)
 Accumulators are exact integers. Every table lookup (TLU) whose input is an accumulator first drops
 low bits with `round_bit_pattern` so that at most `acc_bits` significant bits remain (the number of
@@ -15,8 +17,8 @@ dropped bits per accumulator is fixed at calibration from the largest value seen
 inputs, which is also the inputset Concrete compiles with).
 
 Rounding, stated once:
-- weights and biases: round to nearest (numpy rint, ties to even), then clip to [-Qw, Qw] (weights only;
-  biases are accumulator-sized integers and are not clipped);
+- weights and biases: round to nearest (numpy rint, ties to even) on their block's accumulator unit
+  (biases are accumulator-sized integers);
 - inputs: x_int = clip(rint(x / x_scale), -Qx, Qx);
 - accumulator -> fewer bits: Concrete's round_bit_pattern, i.e. v -> floor((v + 2^(k-1)) / 2^k) * 2^k
   (round half up) when k low bits are dropped;
@@ -213,23 +215,19 @@ class IntReluAddCell:
 def quantize_relu_add(weight_ih, weight_hh, bias, spec: QuantSpec, x_scale: float) -> IntReluAddCell:
     """Float relu_add parameters (W (2H, I), U (2H, H), b (2H)) -> IntReluAddCell (lsbs not yet set).
 
-    The accumulator unit of each block (gate rows, candidate rows) is max |[W x_scale, U / Q]| / Qw, so
-    that the largest weight of the block maps to +-Qw; weights round to nearest; biases round to the
-    same unit.
+    Each block (gate rows, candidate rows) gets one accumulator unit (see `_block`); weights and
+    biases round to nearest on it.
     """
     W, U, b = (np.asarray(t, dtype=np.float64) for t in (weight_ih, weight_hh, bias))
     H = U.shape[1]
-    Q, Qw = spec.q, spec.qw
-    ext = np.concatenate([W * x_scale, U / Q], axis=1)  # acting on [x_int; h_int]
-    scales, wq, bq = [], [], []
+    wx, uh, bq, scales = [], [], [], []
     for rows in (slice(0, H), slice(H, 2 * H)):
-        unit = max(float(np.abs(ext[rows]).max()), 1e-12) / Qw
+        a, c, d, unit = _block(W[rows], U[rows], b[rows], spec, x_scale)
+        wx.append(a)
+        uh.append(c)
+        bq.append(d)
         scales.append(unit)
-        wq.append(np.clip(_rint(ext[rows] / unit), -Qw, Qw))
-        bq.append(_rint(b[rows] / unit))
-    wq_all = np.concatenate(wq)
-    I = W.shape[1]
-    return IntReluAddCell(spec, wq_all[:, :I], wq_all[:, I:], np.concatenate(bq),
+    return IntReluAddCell(spec, np.concatenate(wx), np.concatenate(uh), np.concatenate(bq),
                           scale_s=scales[0], scale_n=scales[1], x_scale=float(x_scale))
 
 
@@ -332,11 +330,17 @@ class IntGRUCell:
 
 
 def _block(W, U, b, spec: QuantSpec, x_scale: float):
-    ext = np.concatenate([W * x_scale, U / spec.q], axis=1)
-    unit = max(float(np.abs(ext).max()), 1e-12) / spec.qw
-    wq = np.clip(_rint(ext / unit), -spec.qw, spec.qw)
-    I = W.shape[1]
-    return wq[:, :I], wq[:, I:], _rint(b / unit), unit
+    """One weight block acting on [x_int; h_int] -> (W_int, U_int, b_int, accumulator unit).
+
+    The input part acts on x_int (scale x_scale) and the recurrent part on h_int (scale 1 / Q); each
+    has a natural unit max|part| / Qw. Both must share one accumulator unit: the smaller of the two,
+    so the part with the smaller natural unit keeps exactly weight_bits and the other gets
+    proportionally more levels (never fewer than weight_bits). Round to nearest; bias on the same unit.
+    """
+    wx, uh = W * x_scale, U / spec.q
+    nat = [max(float(np.abs(part).max()), 1e-12) / spec.qw for part in (wx, uh)]
+    unit = min(nat)
+    return _rint(wx / unit), _rint(uh / unit), _rint(b / unit), unit
 
 
 def quantize_gru(weight_ih, weight_hh, bias_ih, bias_hh, spec: QuantSpec, x_scale: float,
