@@ -1,0 +1,73 @@
+"""`htr bench cells` at tiny sizes: structure of the report, table and JSON (no timing assertions)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from htr.bench import cells
+
+CELL_NAMES = {"relu_add", "gru", "lstm"}
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    """The benchmark pins torch's and BLAS's thread pools; give the rest of the session its own back."""
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(threads)
+
+
+def _check_report(report: dict, batches: tuple[int, ...]) -> None:
+    assert report["threads"] == 1 and report["torch"] == torch.__version__
+    assert (report["input_size"], report["hidden_size"], report["steps"], report["repeats"]) == (8, 8, 5, 2)
+    results = report["results"]
+    configs = [(r["mode"], r["batch"], r["bidirectional"]) for r in results]
+    expected = {(m, b, bi) for m in ("inference", "training") for b in batches for bi in (False, True)}
+    assert len(configs) == len(expected) and set(configs) == expected
+    for r in results:
+        assert set(r["ms"]) == CELL_NAMES
+        assert all(math.isfinite(v) and v > 0 for v in r["ms"].values())
+        assert r["relu_add/gru"] == pytest.approx(r["ms"]["relu_add"] / r["ms"]["gru"])
+        assert r["relu_add/lstm"] == pytest.approx(r["ms"]["relu_add"] / r["ms"]["lstm"])
+
+
+def test_run_tiny_and_table():
+    report = cells.run(input_size=8, hidden_size=8, steps=5, batches=(1, 2), repeats=2)
+    _check_report(report, (1, 2))
+    table = cells.to_table(report)
+    lines = table.splitlines()
+    assert "hidden 8" in lines[0] and "T = 5" in lines[0] and "median of 2" in lines[0]
+    header = [c.strip() for c in lines[1].strip("|").split("|")]
+    assert header == ["mode", "batch", "dir", "relu_add ms", "gru ms", "lstm ms", "relu_add/gru", "relu_add/lstm"]
+    assert set(lines[2]) <= {"|", "-"}
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[3:]]
+    assert len(rows) == len(report["results"]) == 8
+    for row, r in zip(rows, report["results"]):
+        assert row[:3] == [r["mode"], str(r["batch"]), "bi" if r["bidirectional"] else "uni"]
+        assert float(row[6]) == pytest.approx(r["relu_add/gru"], rel=5e-3)  # printed with 3 significant digits
+
+
+def test_cli_json(capsys):
+    from htr import cli
+
+    cli.main(["bench", "cells", "--input-size", "8", "--hidden-size", "8", "--steps", "5", "--batches", "1", "2",
+              "--repeats", "2", "--threads", "1", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    _check_report(report, (1, 2))
+
+
+def test_cli_table(capsys):
+    from htr import cli
+
+    cli.main(["bench", "cells", "--input-size", "8", "--hidden-size", "8", "--steps", "5", "--batches", "3",
+              "--repeats", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    first = [line.strip("|").split("|")[0].strip() for line in lines[1:]]
+    assert first[0] == "mode"
+    assert sorted(first[2:]) == ["inference", "inference", "training", "training"]  # batch 3, uni and bi
