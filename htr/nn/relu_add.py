@@ -74,6 +74,8 @@ def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
 
 
 def _sequence_forward(xp: Tensor, u_t: Tensor, h0: Tensor, lengths: Tensor, reverse: bool):
+    # u_t = U^T (H, 2H) is a transposed view of the contiguous (2H, H) weight: both BLAS paths read it
+    # in place (no copy per call).
     """Returns outputs (T, B, H) in time order, states (T+1, B, H) with states[0] = h0 and
     gates (T, B, 2H), both in step order."""
     T, B, H2 = xp.shape
@@ -119,8 +121,8 @@ class _ReluAddSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, xp: Tensor, weight_hh: Tensor, h0: Tensor, lengths: Tensor,  # type: ignore[override]
-                reverse: bool, u_t: Tensor):
-        out, states, gates = _sequence_forward(xp, u_t, h0, lengths, reverse)
+                reverse: bool):
+        out, states, gates = _sequence_forward(xp, weight_hh.detach().t(), h0, lengths, reverse)
         ctx.save_for_backward(weight_hh, gates, states, lengths)
         ctx.reverse = reverse
         return out, states[-1].clone()
@@ -133,7 +135,7 @@ class _ReluAddSequence(torch.autograd.Function):
         # dU = sum_t dg_t^T h_{t-1}: one product over all steps. (T, B, 2H) -> (T*B, 2H)
         grad_w = grad_gates.reshape(-1, 2 * H).t() @ states[:-1].reshape(-1, H)
         grad_xp = reverse_padded(grad_gates, lengths) if ctx.reverse else grad_gates  # step -> time order
-        return grad_xp, grad_w, grad_h0, None, None, None
+        return grad_xp, grad_w, grad_h0, None, None
 
 
 class ReluAddCell(nn.Module):
@@ -159,14 +161,6 @@ class ReluAddCell(nn.Module):
         with torch.no_grad():
             self.bias[:H].fill_(GATE_BIAS_INIT)
 
-    def _weight_hh_t(self) -> Tensor:
-        """U^T (H, 2H), contiguous, as the kernels read it; recomputed only when U changes."""
-        key = (self.weight_hh.data_ptr(), self.weight_hh._version)
-        if getattr(self, "_u_t_key", None) != key:
-            self._u_t = self.weight_hh.detach().t().contiguous()  # (2H, H) -> (H, 2H)
-            self._u_t_key = key
-        return self._u_t
-
     def step(self, x_t: Tensor, h_prev: Tensor) -> Tensor:
         """One step in plain torch: (B, I), (B, H) -> (B, H)."""
         return relu_add_update(h_prev, F.linear(x_t, self.weight_ih, self.bias) + h_prev @ self.weight_hh.t())
@@ -179,7 +173,7 @@ class ReluAddCell(nn.Module):
         """
         xp = F.linear(x, self.weight_ih, self.bias)  # (T, B, I) -> (T, B, 2H), all steps at once
         if xp.device.type == "cpu":
-            return _ReluAddSequence.apply(xp, self.weight_hh, h0, lengths, reverse, self._weight_hh_t())
+            return _ReluAddSequence.apply(xp, self.weight_hh, h0, lengths, reverse)
         if reverse:
             out, h_n = self._forward_loop(reverse_padded(xp, lengths), lengths, h0)
             return reverse_padded(out, lengths), h_n
