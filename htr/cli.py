@@ -1,10 +1,131 @@
-"""The `htr` command: Lightning's fit/validate/test/predict plus evaluate, transcribe, bench and app."""
+"""The `htr` command.
+
+    htr fit|validate|test|predict --config configs/<dataset>/<cell>.yaml   (LightningCLI; any option
+                                                                          can be overridden)
+    htr evaluate --ckpt A.ckpt [--ckpt B.ckpt ...] --data <config.yaml | TSV folder> [--json]
+    htr transcribe IMAGE... (--model relu_add | --ckpt X)
+    htr export CKPT OUT.safetensors [--lm-text train.tsv]
+    htr bench cells|adding|fhe|load ...
+    htr app [--ckpt ...] [--port 7860]
+"""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
+# ---- Lightning ----------------------------------------------------------------------------------
+def run_lightning(argv: list[str]) -> None:
+    from pytorch_lightning.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
+    from pytorch_lightning.cli import LightningCLI
+
+    from htr.data.datamodule import LineDataModule
+    from htr.train import HTRModule
+
+    class TSVPredictionWriter(BasePredictionWriter):
+        """Writes `<id>\\t<text>\\t<confidence>` for every predicted line."""
+
+        def __init__(self, path: str) -> None:
+            super().__init__(write_interval="epoch")
+            self.path = Path(path)
+
+        def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("w", encoding="utf-8") as f:
+                for batch in predictions:
+                    for row in batch:
+                        f.write(f"{row['id']}\t{row['text']}\t{row['confidence']:.4f}\n")
+            print(f"wrote {sum(len(b) for b in predictions)} transcriptions to {self.path}")
+
+    class HTRCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            # The network's output classes follow the data's character set.
+            parser.link_arguments("data", "model.charset", compute_fn=lambda dm: dm.charset, apply_on="instantiate")
+            parser.add_argument("--predictions", default="predictions.tsv", help="TSV written by `htr predict`")
+
+        def before_predict(self) -> None:
+            self.trainer.callbacks.append(TSVPredictionWriter(self.config["predict"]["predictions"]))
+
+    HTRCLI(HTRModule, LineDataModule, subclass_mode_data=True, args=argv, seed_everything_default=0,
+           save_config_kwargs={"overwrite": True},
+           trainer_defaults={
+               "callbacks": [ModelCheckpoint(monitor="val/cer", mode="min", save_last=True, save_top_k=1,
+                                             filename="best-{epoch:02d}-{step}"),
+                             LearningRateMonitor(logging_interval="step")],
+               "logger": [{"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
+                          {"class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+                           "init_args": {"save_dir": "runs"}}]})
+
+
+# ---- evaluate / transcribe / export ---------------------------------------------------------------
+def _models(args: argparse.Namespace) -> list:
+    from htr.inference import load_model, shipped_models
+
+    names = list(args.model or []) + list(args.ckpt or [])
+    if not names:
+        names = list(shipped_models())
+        if not names:
+            raise SystemExit("no --model/--ckpt given and no shipped models found")
+    return [load_model(n) for n in names]
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from htr.evaluate import build_datamodule, evaluate_model, to_table
+
+    rows = []
+    for model in _models(args):
+        dm = build_datamodule(args.data, model.net.config.height, args.batch_size)
+        rows.append(evaluate_model(model, dm, args.split, args.decoder, args.beam_width))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(f"{rows[0]['data']}, split {args.split}, {args.decoder} decoding, batch {args.batch_size}, "
+              f"CPU ms per line (model + decoding)")
+        print(to_table(rows))
+
+
+def cmd_transcribe(args: argparse.Namespace) -> None:
+    from htr.inference import iter_images
+
+    paths = iter_images(args.images)
+    for model in _models(args):
+        results = model.transcribe(paths, decoder=args.decoder, beam_width=args.beam_width,
+                                   batch_size=args.batch_size)
+        if args.json:
+            print(json.dumps([{"model": model.name, "image": r.id, "text": r.text, "confidence": r.confidence,
+                               "ms": r.timings} for r in results], ensure_ascii=False, indent=1))
+            continue
+        for r in results:
+            print(f"{model.name}\t{r.id}\t{r.text}\t{r.confidence:.3f}\t{r.total_ms:.1f} ms")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from htr.inference import Transcriber
+    from htr.text.lm import CharNgramLM
+
+    model = Transcriber.from_checkpoint(args.ckpt)
+    if args.lm_text:
+        texts = [line.split("\t", 1)[-1] for f in args.lm_text for line in Path(f).read_text("utf-8").splitlines()]
+        model.lm = CharNgramLM.train(texts, order=args.lm_order)
+    model.name = args.name or model.cell
+    model.save(args.out)
+    print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB)")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", action="append", help="shipped model name (relu_add, gru, lstm); repeatable")
+    p.add_argument("--ckpt", action="append", help="checkpoint (.ckpt or .safetensors); repeatable")
+    p.add_argument("--decoder", choices=("greedy", "beam", "beam+lm"), default="greedy")
+    p.add_argument("--beam-width", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--json", action="store_true")
+
+
+# ---- bench / app --------------------------------------------------------------------------------
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
     from htr.bench import adding, cells
 
@@ -19,14 +140,39 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="htr", description=__doc__)
+    parser = argparse.ArgumentParser(prog="htr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    for name in LIGHTNING_COMMANDS:
+        sub.add_parser(name, help=f"Lightning {name} (see `htr {name} --help`)", add_help=False)
+
+    p = sub.add_parser("evaluate", help="CER/WER table of checkpoints on a dataset split")
+    _add_model_args(p)
+    p.add_argument("--data", required=True, help="YAML config with a data section, or a folder with <split>.tsv")
+    p.add_argument("--split", default="val", choices=("train", "val", "test"))
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("transcribe", help="transcribe line images (files, folders or globs)")
+    p.add_argument("images", nargs="+")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("export", help="checkpoint -> shipped safetensors model (optionally with a char LM)")
+    p.add_argument("ckpt")
+    p.add_argument("out")
+    p.add_argument("--name")
+    p.add_argument("--lm-text", nargs="*", help="TSV/text files whose (last column) text trains the char LM")
+    p.add_argument("--lm-order", type=int, default=6)
+    p.set_defaults(func=cmd_export)
+
     _bench_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        run_lightning(argv)
+        return
     args = build_parser().parse_args(argv)
     args.func(args)
 

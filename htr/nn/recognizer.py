@@ -1,0 +1,59 @@
+"""The recogniser: CNN encoder -> recurrent decoder (relu_add | gru | lstm) -> linear -> CTC log-probs."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from torch import Tensor, nn
+
+from htr.nn.encoder import CNNEncoder
+from htr.nn.recurrent import build_recurrent
+
+
+@dataclass
+class RecognizerConfig:
+    cell: str = "relu_add"          # recurrent decoder: relu_add | gru | lstm
+    height: int = 64                # input line height in px (must match the data's)
+    channels: tuple[int, ...] = field(default=(16, 32, 64, 96))  # CNN blocks (light: CPU training)
+    feature_size: int = 256         # encoder output per frame
+    hidden_size: int = 128          # recurrent units per direction
+    num_layers: int = 2
+    bidirectional: bool = True
+    dropout: float = 0.2            # between recurrent layers and before the classifier
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RecognizerConfig":
+        d = dict(d)
+        d["channels"] = tuple(d.get("channels", cls.channels))
+        return cls(**d)
+
+
+class Recognizer(nn.Module):
+    """(N, 1, H, W) images and their widths -> (T, N, C) CTC log-probabilities and frame lengths."""
+
+    def __init__(self, config: RecognizerConfig, num_classes: int) -> None:
+        super().__init__()
+        self.config = config
+        self.num_classes = num_classes
+        self.encoder = CNNEncoder(config.height, config.channels, config.feature_size, dropout=config.dropout / 2)
+        self.decoder = build_recurrent(config.cell, config.feature_size, config.hidden_size, config.num_layers,
+                                       config.bidirectional, config.dropout)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(self.decoder.output_size, num_classes)
+
+    def encode(self, images: Tensor, widths: Tensor) -> tuple[Tensor, Tensor]:
+        """Images -> features (T, N, F) and valid frames per line (N,)."""
+        return self.encoder(images), self.encoder.frame_lengths(widths)
+
+    def decode(self, features: Tensor, lengths: Tensor) -> Tensor:
+        """Features (T, N, F) -> log-probabilities (T, N, C); frames past each length are padding."""
+        hidden, _ = self.decoder(features, lengths)  # (T, N, F) -> (T, N, D*H)
+        return self.classifier(self.dropout(hidden)).log_softmax(-1)  # (T, N, D*H) -> (T, N, C)
+
+    def forward(self, images: Tensor, widths: Tensor) -> tuple[Tensor, Tensor]:
+        features, lengths = self.encode(images, widths)
+        return self.decode(features, lengths), lengths

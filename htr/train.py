@@ -1,0 +1,117 @@
+"""The LightningModule: CTC loss, optimiser and schedule, logging. It receives the network's
+configuration and builds the plain `Recognizer` (htr.nn); it owns no layers of its own."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from htr.nn.recognizer import Recognizer, RecognizerConfig
+from htr.text.codec import DEFAULT_CHARSET, Codec
+from htr.text.decoding import decode_batch
+from htr.text.metrics import ErrorRate
+
+
+def ctc_feasible(targets: list[Tensor], frames: Tensor) -> Tensor:
+    """Which labels can be aligned to their frames: CTC needs one frame per character plus one
+    blank between each pair of equal neighbours."""
+    need = torch.tensor([len(t) + int((t[1:] == t[:-1]).sum()) for t in targets], dtype=torch.int64)
+    return need <= frames.cpu()
+
+
+class HTRModule(pl.LightningModule):
+    def __init__(self, recognizer: RecognizerConfig | None = None, charset: str = DEFAULT_CHARSET,
+                 lr: float = 1e-3, weight_decay: float = 1e-2, warmup_steps: int = 200,
+                 beam_width: int = 1) -> None:
+        """
+        recognizer: the network (cell, sizes); charset: the codec's characters (linked from the data
+        module by the CLI); lr/weight_decay: AdamW; warmup_steps: linear warm-up, then cosine decay to
+        5 % of lr over the run; beam_width: decoding for validation/test/predict (1 = greedy).
+        """
+        super().__init__()
+        if isinstance(recognizer, dict):
+            recognizer = RecognizerConfig.from_dict(recognizer)
+        recognizer = recognizer or RecognizerConfig()
+        self.save_hyperparameters({"recognizer": recognizer.to_dict(), "charset": charset, "lr": lr,
+                                   "weight_decay": weight_decay, "warmup_steps": warmup_steps,
+                                   "beam_width": beam_width})
+        self.codec = Codec(charset)
+        self.net = Recognizer(recognizer, num_classes=len(self.codec))
+        self.metrics = torch.nn.ModuleDict({
+            f"{stage}_{name}": ErrorRate(unit, ignore_case=ic)
+            for stage in ("val", "test")
+            for name, unit, ic in (("cer", "char", False), ("wer", "word", False), ("cer_nocase", "char", True))})
+        self.skipped_lines = 0  # training lines whose label cannot fit their frame count
+
+    # ---- loss ---------------------------------------------------------------------------------
+    def ctc_loss(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor, int]:
+        """Mean per-character CTC loss over the lines whose label fits; returns the number skipped."""
+        log_probs, frames = self.net(batch["images"], batch["widths"])  # (T, N, C), (N,)
+        targets = list(batch["targets"].split(batch["target_lengths"].tolist()))
+        ok = ctc_feasible(targets, frames)
+        skipped = int((~ok).sum())
+        if not bool(ok.any()):
+            return log_probs.sum() * 0.0, log_probs, frames, skipped  # keeps the graph, no NaN
+        keep = ok.nonzero().squeeze(1).tolist()
+        kept_targets = [targets[i] for i in keep]
+        lengths = torch.tensor([len(t) for t in kept_targets], dtype=torch.int64)
+        losses = F.ctc_loss(log_probs[:, keep].float(), torch.cat(kept_targets).to(log_probs.device),
+                            frames[keep], lengths, blank=0, reduction="none", zero_infinity=True)
+        return (losses / lengths.clamp(min=1).to(losses)).mean(), log_probs, frames, skipped
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        loss, _, _, skipped = self.ctc_loss(batch)
+        self.skipped_lines += skipped
+        n = len(batch["texts"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log("train/skipped_lines", float(self.skipped_lines), batch_size=n)
+        return loss
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    def transcribe_batch(self, log_probs: Tensor, frames: Tensor) -> list[tuple[str, float]]:
+        decoded = decode_batch(log_probs.float().cpu(), frames.cpu(), beam_width=self.hparams.beam_width)
+        return [(self.codec.decode(idx), conf) for idx, conf in decoded]
+
+    def _eval_step(self, stage: str, batch: dict[str, Any]) -> None:
+        loss, log_probs, frames, _ = self.ctc_loss(batch)
+        hyps = [text for text, _ in self.transcribe_batch(log_probs, frames)]
+        n = len(hyps)
+        self.log(f"{stage}/loss", loss, batch_size=n, sync_dist=True)
+        for name in ("cer", "wer", "cer_nocase"):
+            metric = self.metrics[f"{stage}_{name}"]
+            metric.update(batch["texts"], hyps)
+            self.log(f"{stage}/{name}", metric, prog_bar=name == "cer", batch_size=n)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        log_probs, frames = self.net(batch["images"], batch["widths"])
+        return [{"id": i, "text": text, "confidence": conf}
+                for i, (text, conf) in zip(batch["ids"], self.transcribe_batch(log_probs, frames))]
+
+    # ---- optimisation -------------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimiser = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(self.hparams.warmup_steps, total // 2)
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
+        return {"optimizer": optimiser, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Everything needed to rebuild the network and read its output, in plain JSON-able types.
+        checkpoint["htr"] = {"codec": self.codec.to_dict(), "recognizer": self.net.config.to_dict()}
