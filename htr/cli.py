@@ -21,6 +21,7 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # ---- Lightning ----------------------------------------------------------------------------------
 def run_lightning(argv: list[str]) -> None:
     from pytorch_lightning.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
+    from jsonargparse import Namespace
     from pytorch_lightning.cli import LightningCLI
 
     from htr.data.datamodule import LineDataModule
@@ -47,6 +48,17 @@ def run_lightning(argv: list[str]) -> None:
             parser.link_arguments("data", "model.charset", compute_fn=lambda dm: dm.charset, apply_on="instantiate")
             parser.add_argument("--predictions", default="predictions.tsv", help="TSV written by `htr predict`")
 
+        def before_instantiate_classes(self) -> None:
+            # CSV + TensorBoard logs under <default_root_dir or runs>/<cell>/version_N, unless configured.
+            config = self.config[self.subcommand]
+            if config["trainer"].get("logger") in (None, True):
+                save_dir = config["trainer"].get("default_root_dir") or "runs"
+                name = config["model"]["recognizer"]["cell"] if config["model"].get("recognizer") else "htr"
+                config["trainer"]["logger"] = [
+                    Namespace(class_path=f"pytorch_lightning.loggers.{cls}",
+                              init_args=Namespace(save_dir=save_dir, name=name))
+                    for cls in ("CSVLogger", "TensorBoardLogger")]
+
         def before_predict(self) -> None:
             self.trainer.callbacks.append(TSVPredictionWriter(self.config["predict"]["predictions"]))
 
@@ -55,10 +67,7 @@ def run_lightning(argv: list[str]) -> None:
            trainer_defaults={
                "callbacks": [ModelCheckpoint(monitor="val/cer", mode="min", save_last=True, save_top_k=1,
                                              filename="best-{epoch:02d}-{step}"),
-                             LearningRateMonitor(logging_interval="step")],
-               "logger": [{"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
-                          {"class_path": "pytorch_lightning.loggers.TensorBoardLogger",
-                           "init_args": {"save_dir": "runs"}}]})
+                             LearningRateMonitor(logging_interval="step")]})
 
 
 # ---- evaluate / transcribe / export ---------------------------------------------------------------

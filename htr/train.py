@@ -26,11 +26,14 @@ def ctc_feasible(targets: list[Tensor], frames: Tensor) -> Tensor:
 class HTRModule(pl.LightningModule):
     def __init__(self, recognizer: RecognizerConfig | None = None, charset: str = DEFAULT_CHARSET,
                  lr: float = 1e-3, weight_decay: float = 1e-2, warmup_steps: int = 200,
-                 beam_width: int = 1) -> None:
+                 beam_width: int = 1, recurrent_on_cpu: bool = False) -> None:
         """
         recognizer: the network (cell, sizes); charset: the codec's characters (linked from the data
         module by the CLI); lr/weight_decay: AdamW; warmup_steps: linear warm-up, then cosine decay to
-        5 % of lr over the run; beam_width: decoding for validation/test/predict (1 = greedy).
+        5 % of lr over the run; beam_width: decoding for validation/test/predict (1 = greedy);
+        recurrent_on_cpu: on an accelerator, keep the recurrent decoder and classifier on the CPU, where
+        relu_add has compiled kernels (on CUDA its step-by-step loop is launch-bound: about 7x slower
+        than cuDNN's GRU); the encoder stays on the accelerator.
         """
         super().__init__()
         if isinstance(recognizer, dict):
@@ -38,7 +41,7 @@ class HTRModule(pl.LightningModule):
         recognizer = recognizer or RecognizerConfig()
         self.save_hyperparameters({"recognizer": recognizer.to_dict(), "charset": charset, "lr": lr,
                                    "weight_decay": weight_decay, "warmup_steps": warmup_steps,
-                                   "beam_width": beam_width})
+                                   "beam_width": beam_width, "recurrent_on_cpu": recurrent_on_cpu})
         self.codec = Codec(charset)
         self.net = Recognizer(recognizer, num_classes=len(self.codec))
         self.metrics = torch.nn.ModuleDict({
@@ -46,6 +49,13 @@ class HTRModule(pl.LightningModule):
             for stage in ("val", "test")
             for name, unit, ic in (("cer", "char", False), ("wer", "word", False), ("cer_nocase", "char", True))})
         self.skipped_lines = 0  # training lines whose label cannot fit their frame count
+
+    def on_fit_start(self) -> None:
+        if self.hparams.recurrent_on_cpu and self.device.type != "cpu":
+            self.net.decoder.cpu()
+            self.net.classifier.cpu()
+
+    on_validation_start = on_test_start = on_predict_start = on_fit_start
 
     # ---- loss ---------------------------------------------------------------------------------
     def ctc_loss(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor, int]:
@@ -59,6 +69,7 @@ class HTRModule(pl.LightningModule):
         keep = ok.nonzero().squeeze(1).tolist()
         kept_targets = [targets[i] for i in keep]
         lengths = torch.tensor([len(t) for t in kept_targets], dtype=torch.int64)
+        frames = frames.to(log_probs.device)
         losses = F.ctc_loss(log_probs[:, keep].float(), torch.cat(kept_targets).to(log_probs.device),
                             frames[keep], lengths, blank=0, reduction="none", zero_infinity=True)
         return (losses / lengths.clamp(min=1).to(losses)).mean(), log_probs, frames, skipped

@@ -50,7 +50,12 @@ class Recognizer(nn.Module):
         return self.encoder(images), self.encoder.frame_lengths(widths)
 
     def decode(self, features: Tensor, lengths: Tensor) -> Tensor:
-        """Features (T, N, F) -> log-probabilities (T, N, C); frames past each length are padding."""
+        """Features (T, N, F) -> log-probabilities (T, N, C); frames past each length are padding.
+
+        The decoder may live on another device than the encoder (see HTRModule.recurrent_on_cpu):
+        the features follow it.
+        """
+        features = features.to(self.classifier.weight.device)
         hidden, _ = self.decoder(features, lengths)  # (T, N, F) -> (T, N, D*H)
         return self.classifier(self.dropout(hidden)).log_softmax(-1)  # (T, N, D*H) -> (T, N, C)
 
