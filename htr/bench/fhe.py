@@ -34,7 +34,7 @@ import numpy as np
 
 from htr.fhe.quantize import QuantSpec
 
-FULL = dict(hidden=(4, 8, 16), steps=(1, 2, 4, 8), cells=("relu_add", "gru", "gru_mv"), runs=3)
+FULL = dict(hidden=(4, 8, 16), steps=(1, 2, 4, 8), cells=("relu_add", "gru"), runs=3)
 QUICK = dict(hidden=(4,), steps=(1, 2), cells=("relu_add", "gru"), runs=1)
 DEFAULT_SPEC = QuantSpec(input_bits=3, state_bits=3, weight_bits=3, acc_bits=4)
 

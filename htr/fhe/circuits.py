@@ -3,7 +3,7 @@
 The circuit of a cell is its clear integer model (htr.fhe.quantize) traced by concrete-python: the
 input sequence x (T, I) is encrypted, the weights are clear constants, h_0 = 0, and the output is the
 final state h_T (H,) (plus, optionally, a clear-weight linear head). `FheOps` maps the two primitives:
-`round` -> fhe.round_bit_pattern (exact rounding), `lut` -> fhe.univariate (one programmable bootstrap
+`round` -> fhe.truncate_bit_pattern of v + 2^(k-1) (exact round half up), `lut` -> fhe.univariate (one programmable bootstrap
 per element). An encrypted x encrypted product (GRU only) is numpy's `*` on two tracers, which Concrete
 lowers to table lookups of (x + y)^2 / 4 and (x - y)^2 / 4.
 
@@ -46,15 +46,29 @@ def fhe_available() -> bool:
     return True
 
 
+def _quarter_square(v: np.ndarray) -> np.ndarray:
+    return (v.astype(np.int64) ** 2) // 4
+
+
 class FheOps:
     """The two primitives of the integer cells, for tracing by Concrete."""
 
     @staticmethod
     def round(v, k: int):
+        """Round half up to a multiple of 2^k: truncate_bit_pattern(v + 2^(k-1), k).
+
+        Same values as fhe.round_bit_pattern(v, k), but concrete-python 2.11's round_bit_pattern
+        (overflow_protection=True) gives wrong values in simulation and encrypted for some asymmetric
+        input ranges, e.g. [-18, 4] with k = 2, where truncation of the shifted value is exact.
+        """
         if k <= 0:
             return v
         fhe = import_fhe()
-        return fhe.round_bit_pattern(v, lsbs_to_remove=k)
+        from concrete.fhe.tracing import Tracer
+
+        if not isinstance(v, Tracer):
+            return ((np.asarray(v, dtype=np.int64) + (1 << (k - 1))) >> k) << k
+        return fhe.truncate_bit_pattern(v + (1 << (k - 1)), lsbs_to_remove=k)
 
     @staticmethod
     def lut(v, fn: Callable[[np.ndarray], np.ndarray]):
@@ -65,6 +79,15 @@ class FheOps:
             return fhe.univariate(fn)(v)
         return fn(np.asarray(v, dtype=np.int64))  # clear constant (e.g. the first step's h_0 = 0)
 
+
+    @staticmethod
+    def mul(a, b):
+        """Product; of two encrypted values: floor((a+b)^2/4) - floor((a-b)^2/4), two lookups."""
+        from concrete.fhe.tracing import Tracer
+
+        if isinstance(a, Tracer) and isinstance(b, Tracer):
+            return FheOps.lut(a + b, _quarter_square) - FheOps.lut(a - b, _quarter_square)
+        return a * b
 
     @staticmethod
     def lut2(a, b, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]):

@@ -43,9 +43,12 @@ GRU step (torch's nn.GRU equations, reset gate applied after U_hn as torch does)
     n  = TLU(round(t)) = clip(rint(Q tanh(.)), -Q, Q)
     e  = z * (h - n)                                               encrypted x encrypted
     h' = n + TLU(round(e)) = n + rint(e / Q)                       = rint((1 - z) n + z h), in [-Q, Q]
-  5 TLUs + 2 encrypted products per unit and step. Concrete lowers each product of two encrypted
-  values to two lookups of (x + y)^2 / 4 and (x - y)^2 / 4 encoded at the *product's* bit width (about
-  twice the operands'), which is what widens, and slows, the GRU's circuit. products="multivariate"
+  5 TLUs + 2 encrypted products per unit and step. Each product of two encrypted values is the
+  textbook TFHE product, x y = floor((x + y)^2 / 4) - floor((x - y)^2 / 4) (exact for integers): two
+  lookups whose outputs need the *product's* bit width (about twice the operands'), which is what
+  widens, and slows, the GRU's circuit. (This is also how Concrete lowers `x * y`; it is written out
+  here because concrete-python 2.11's own `x * y` gave results differing from the clear product in
+  these circuits, by a wrap-around of the following addition.) products="multivariate"
   instead computes p and rint(z (h - n) / Q) each as one bivariate lookup (fhe.multivariate: both
   operands packed into one table index), the cheapest form of the same products that Concrete offers.
 """
@@ -120,6 +123,10 @@ class ClearOps:
     @staticmethod
     def lut2(a, b, fn: Callable[[Array, Array], Array]):
         return fn(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64))
+
+    @staticmethod
+    def mul(a, b):
+        return np.asarray(a, dtype=np.int64) * np.asarray(b, dtype=np.int64)
 
 
 class _Recorder(ClearOps):
@@ -300,7 +307,7 @@ class IntGRUCell:
         r = ops.lut(ops.round(acc_r, self.lsbs["r"]), self.f_r)
         z = ops.lut(ops.round(acc_z, self.lsbs["z"]), self.f_z)
         m = ops.lut(ops.round(acc_m, self.lsbs["m"]), self.f_m)
-        p = ops.lut2(r, m, _product) if self.products == "multivariate" else r * m
+        p = ops.lut2(r, m, _product) if self.products == "multivariate" else ops.mul(r, m)
         t = (self.win @ x_t + self.bin) * self.d + p * self.c
         if rec is not None:
             rec.see("t", t)
@@ -308,7 +315,7 @@ class IntGRUCell:
         # h' = (1 - z) n + z h = n + rint(z (h - n) / Q), which stays in [-Q, Q] without a clip
         if self.products == "multivariate":
             return n + ops.lut2(z, h - n, self.f_zd)
-        e = z * (h - n)
+        e = ops.mul(z, h - n)
         if rec is not None:
             rec.see("e", e)
         return n + ops.lut(ops.round(e, self.lsbs["e"]), self.f_e)
