@@ -279,6 +279,44 @@ def to_tables(report: dict) -> str:
     return "\n".join(out)
 
 
+# ------------------------------------------------------------------------------ plaintext integer
+def run_integer(input_size: int = 256, hidden_size: int = 128, steps: int = 128, batches=(1, 16),
+                num_layers: int = 2, bidirectional: bool = True, repeats: int = 10, threads: int = 1) -> dict:
+    """Plaintext integer relu_add against float relu_add and torch's dynamic-int8 nn.GRU / nn.LSTM
+    (decoder-sized layers, random weights), plus the integer layer's error against the float one."""
+    import torch
+
+    from htr.fhe.integer import agreement, speed
+    from htr.nn import build_recurrent
+
+    out: dict[str, Any] = {"speed": [speed(input_size, hidden_size, steps, b, num_layers, bidirectional,
+                                           repeats, threads) for b in batches]}
+    torch.manual_seed(0)
+    ra = build_recurrent("relu_add", input_size, hidden_size, num_layers=num_layers,
+                         bidirectional=bidirectional).eval()
+    with torch.no_grad():
+        for c in ra.cells:  # random cells keep h = 0 with the -1 gate-bias init; move it
+            torch.nn.init.uniform_(c.bias, -0.5, 0.5)
+    out["agreement"] = agreement(ra, torch.randn(steps, 4, input_size))
+    return out
+
+
+def integer_tables(report: dict) -> str:
+    from htr.bench.timing import format_table
+
+    rows = []
+    for sp in report["speed"]:
+        sec = sp["seconds"]
+        base = sec["relu_add float"]
+        for name, v in sec.items():
+            rows.append([sp["config"]["batch"], name, f"{v * 1e3:.2f}", f"{v / base:.2f}"])
+    cfg = report["speed"][0]["config"]
+    head = (f"I={cfg['input_size']} H={cfg['hidden_size']} T={cfg['steps']} layers={cfg['num_layers']} "
+            f"bidirectional={cfg['bidirectional']} threads={cfg['threads']}; integer vs float outputs: "
+            f"max |diff| {report['agreement']['max_abs_err']:.3f}, mean {report['agreement']['mean_abs_err']:.4f}")
+    return head + "\n\n" + format_table(["batch", "layer", "ms / call", "x relu_add float"], rows)
+
+
 # ------------------------------------------------------------------------------------------- CLI
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v)
@@ -297,12 +335,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per (H, T) before giving up")
     parser.add_argument("--input-size", type=int, default=None, help="input features I (default: = H)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--integer", action="store_true",
+                        help="instead: plaintext integer relu_add vs float relu_add and dynamic-int8 GRU/LSTM "
+                             "(decoder-sized: I=256, H=128, T=128, 2 bidirectional layers)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
 
 
 def main(args: argparse.Namespace) -> None:
     if getattr(args, "worker", None):
         _worker(json.loads(args.worker))
+        return
+    if getattr(args, "integer", False):
+        rep = run_integer(repeats=3 if args.quick else 10, batches=(1,) if args.quick else (1, 16))
+        print(json.dumps(rep, indent=1) if args.json else integer_tables(rep))
         return
     spec = QuantSpec(*args.bits) if args.bits else DEFAULT_SPEC
     report = run(quick=args.quick, hidden=args.hidden, steps=args.steps, cells=args.cells, spec=spec,
