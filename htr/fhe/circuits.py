@@ -46,6 +46,10 @@ def fhe_available() -> bool:
     return True
 
 
+def _identity(v: np.ndarray) -> np.ndarray:
+    return v.astype(np.int64)
+
+
 def _quarter_square(v: np.ndarray) -> np.ndarray:
     return (v.astype(np.int64) ** 2) // 4
 
@@ -90,6 +94,13 @@ class FheOps:
         return a * b
 
     @staticmethod
+    def copy(v):
+        """The same values in a fresh encoding (one identity lookup per element)."""
+        from concrete.fhe.tracing import Tracer
+
+        return FheOps.lut(v, _identity) if isinstance(v, Tracer) else v
+
+    @staticmethod
     def lut2(a, b, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]):
         fhe = import_fhe()
         from concrete.fhe.tracing import Tracer
@@ -117,12 +128,10 @@ def circuit_function(cell: IntReluAddCell | IntGRUCell, T: int,
     """The traced function x (T, I) -> h_T (H,), or -> head_w @ h_T + head_b (scalar) with a head."""
 
     def f(x):
-        h = np.zeros(cell.hidden_size, dtype=np.int64)
-        for t in range(T):
-            h = cell.step(FheOps, x[t], h)
+        h, h_wide = cell.run(FheOps, x, both=True)
         if head is not None:
             w, b = head
-            return np.sum(h * w) + b
+            return np.sum(h_wide * w) + b  # the head reads the wide copy, like the matrix products
         return h
 
     return f
@@ -133,7 +142,7 @@ def clear_run(cell: IntReluAddCell | IntGRUCell, x: np.ndarray,
     """The plaintext integer model of the same circuit."""
     from htr.fhe.quantize import ClearOps
 
-    h = cell.run(ClearOps, np.asarray(x, dtype=np.int64))
+    h = cell.run(ClearOps, np.asarray(x, dtype=np.int64))  # the copies hold the same values in clear
     if head is not None:
         w, b = head
         return np.sum(h * w) + b
@@ -158,12 +167,12 @@ def _bit_widths(circuit) -> dict[str, Any]:
     tlu_in: dict[int, int] = {}
     try:
         for node in graph.query_nodes(custom_filter=lambda n: bool(n.converted_to_table_lookup)):
-            if node.properties.get("name") == "round_bit_pattern":
+            if node.properties.get("name") in ("round_bit_pattern", "truncate_bit_pattern"):
                 continue  # rounding is reported through its (small) bootstraps, not as a lookup
             pred = graph.ordered_preds_of(node)[0]
             bw = int(pred.output.dtype.bit_width)
-            if pred.properties.get("name") == "round_bit_pattern":  # the lookup reads the kept MSBs
-                bw -= int(pred.properties["kwargs"]["lsbs_to_remove"])
+            if pred.properties.get("name") in ("round_bit_pattern", "truncate_bit_pattern"):
+                bw -= int(pred.properties["kwargs"]["lsbs_to_remove"])  # the lookup reads the kept MSBs
             tlu_in[bw] = tlu_in.get(bw, 0) + int(np.prod(node.output.shape))
     except Exception:  # noqa: BLE001 - reporting only; the graph API differs across versions
         pass

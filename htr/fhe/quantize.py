@@ -128,6 +128,10 @@ class ClearOps:
     def mul(a, b):
         return np.asarray(a, dtype=np.int64) * np.asarray(b, dtype=np.int64)
 
+    @staticmethod
+    def copy(v):
+        return v
+
 
 class _Recorder(ClearOps):
     """ClearOps that also records, per named accumulator, the largest magnitude before rounding."""
@@ -164,6 +168,7 @@ class IntReluAddCell:
     scale_n: float          # ... candidate rows
     x_scale: float
     lsbs: dict[str, int] = field(default_factory=lambda: {"s": 0, "n": 0})
+    split_state: bool = True  # see run_cell
 
     @property
     def hidden_size(self) -> int:
@@ -186,9 +191,10 @@ class IntReluAddCell:
         Q = self.spec.q
         return np.clip(_rint(Q * a * self.scale_n), -Q, Q)
 
-    def step(self, ops, x_t, h, rec: _Recorder | None = None):
+    def step(self, ops, x_t, h, rec: _Recorder | None = None, h_mm=None):
+        """One step. h_mm: the copy of h that the matrix product reads (default h; see `run`)."""
         H, Q = self.hidden_size, self.spec.q
-        acc = self.wx @ x_t + self.uh @ h + self.b
+        acc = self.wx @ x_t + self.uh @ (h if h_mm is None else h_mm) + self.b
         acc_s, acc_n = acc[:H], acc[H:]
         if rec is not None:
             rec.see("s", acc_s)
@@ -202,12 +208,8 @@ class IntReluAddCell:
         v = ops.lut(n - r, ramp) - ops.lut(-n - r, ramp)
         return ops.lut(u + v, _clip_fn(-Q, Q))
 
-    def run(self, ops, x_seq, rec: _Recorder | None = None):
-        """x_seq (T, I) integers -> final state (H,). h_0 = 0."""
-        h = np.zeros(self.hidden_size, dtype=np.int64)
-        for t in range(x_seq.shape[0]):
-            h = self.step(ops, x_seq[t], h, rec)
-        return h
+    def run(self, ops, x_seq, rec: _Recorder | None = None, both: bool = False):
+        return run_cell(self, ops, x_seq, rec, both)
 
     def accumulator_bound(self) -> dict[str, int]:
         """Worst-case |accumulator| per block over all inputs (for reference; lsbs use calibration)."""
@@ -236,6 +238,22 @@ def quantize_relu_add(weight_ih, weight_hh, bias, spec: QuantSpec, x_scale: floa
         scales.append(unit)
     return IntReluAddCell(spec, np.concatenate(wx), np.concatenate(uh), np.concatenate(bq),
                           scale_s=scales[0], scale_n=scales[1], x_scale=float(x_scale))
+
+
+def run_cell(cell, ops, x_seq, rec: _Recorder | None = None, both: bool = False):
+    """x_seq (T, I) integers -> final state h_T (H,) (and its wide copy with both=True); h_0 = 0.
+
+    With cell.split_state, each new state is also copied by one identity lookup, and the matrix
+    products read that copy. In TFHE an encrypted value has one encoding width for all its uses; the
+    state feeds both the wide accumulators (W x + U h) and the element-wise lookups, so without the
+    copy every lookup reading h would run at the accumulators' width. Same for both cells.
+    """
+    h = np.zeros(cell.hidden_size, dtype=np.int64)
+    h_mm = h
+    for t in range(x_seq.shape[0]):
+        h = cell.step(ops, x_seq[t], h, rec, h_mm=h_mm)
+        h_mm = ops.copy(h) if cell.split_state else h
+    return (h, h_mm) if both else h
 
 
 # ----------------------------------------------------------------------------------------- GRU cell
@@ -272,6 +290,7 @@ class IntGRUCell:
     x_scale: float
     lsbs: dict[str, int] = field(default_factory=lambda: {"r": 0, "z": 0, "m": 0, "t": 0, "e": 0})
     products: str = "multiply"  # or "multivariate": each product (and its rescale) as one bivariate lookup
+    split_state: bool = True  # see run_cell
 
     @property
     def hidden_size(self) -> int:
@@ -295,11 +314,12 @@ class IntGRUCell:
         Q = self.spec.q
         return np.clip(_rint(Q * np.tanh(a * self.unit_t)), -Q, Q)
 
-    def step(self, ops, x_t, h, rec: _Recorder | None = None):
+    def step(self, ops, x_t, h, rec: _Recorder | None = None, h_mm=None):
         Q = self.spec.q
-        acc_r = self.wr @ x_t + self.ur @ h + self.br
-        acc_z = self.wz @ x_t + self.uz @ h + self.bz
-        acc_m = self.uhn @ h + self.bhn
+        hm = h if h_mm is None else h_mm
+        acc_r = self.wr @ x_t + self.ur @ hm + self.br
+        acc_z = self.wz @ x_t + self.uz @ hm + self.bz
+        acc_m = self.uhn @ hm + self.bhn
         if rec is not None:
             rec.see("r", acc_r)
             rec.see("z", acc_z)
@@ -326,11 +346,8 @@ class IntGRUCell:
     def f_zd(self, z, dlt):
         return _rint(z * dlt / self.spec.q)
 
-    def run(self, ops, x_seq, rec: _Recorder | None = None):
-        h = np.zeros(self.hidden_size, dtype=np.int64)
-        for t in range(x_seq.shape[0]):
-            h = self.step(ops, x_seq[t], h, rec)
-        return h
+    def run(self, ops, x_seq, rec: _Recorder | None = None, both: bool = False):
+        return run_cell(self, ops, x_seq, rec, both)
 
     def to_float_state(self, h_int: Array) -> Array:
         return np.asarray(h_int, dtype=np.float64) / self.spec.q

@@ -1,0 +1,82 @@
+"""Encrypted execution (concrete-python, the `fhe` extra): circuits equal their simulation exactly.
+
+Skipped, with the reason, when the extra is not installed (`pip install -e .[fhe]`); CI installs it.
+The default suite keeps one small real encrypted run (relu_add, H=2, T=2, 3-bit values: keys in a
+few seconds); the larger encrypted runs (GRU with encrypted products, the adding model end to end,
+the quick benchmark) are marked slow.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("concrete.fhe", reason="concrete-python (the fhe extra) is not installed: "
+                                           "pip install -e .[fhe]")
+
+from htr.bench.fhe import DEFAULT_SPEC, make_cell, run_config  # noqa: E402
+from htr.fhe import circuits as C  # noqa: E402
+from htr.fhe.quantize import ClearOps, QuantSpec, calibrate, random_inputs  # noqa: E402
+
+pytestmark = pytest.mark.fhe
+
+
+def _cell(kind, H=2, T=2, I=2, spec=DEFAULT_SPEC, n=24):
+    cell, _ = make_cell(kind, H, I, spec, seed=0)
+    inputs = random_inputs(np.random.default_rng(0), spec, T, I, n)
+    calibrate(cell, inputs)
+    return cell, inputs
+
+
+def test_round_bit_pattern_matches_clear_round():
+    fhe = C.import_fhe()
+    v = np.arange(-40, 40)
+    for k in (1, 2, 3):
+        assert np.array_equal(fhe.round_bit_pattern(v, lsbs_to_remove=k), ClearOps.round(v, k))
+
+
+@pytest.mark.parametrize("kind", ["relu_add", "gru", "gru_mv"])
+def test_simulation_equals_clear_integer_model(kind):
+    cell, inputs = _cell(kind, H=3, T=3)
+    circuit = C.compile_cell(cell, 3, inputs, C.configuration(fhe_execution=False, fhe_simulation=True))
+    for x in inputs[:8]:
+        assert np.array_equal(circuit.simulate(x), C.clear_run(cell, x))
+
+
+def test_encrypted_relu_add_equals_simulation(tmp_path_factory):
+    cell, inputs = _cell("relu_add", H=2, T=2)
+    res = C.compile_and_run(cell, 2, inputs, inputs[:2], C.configuration(key_cache=C.temp_key_cache()))
+    assert res["encrypted_equals_simulate"] and res["simulate_equals_clear"]
+    assert res["params"]["pbs_count"] > 0 and res["params"]["bootstrap_keys"]
+    assert res["timing"]["run_s"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["gru", "gru_mv"])
+def test_encrypted_gru_equals_simulation(kind):
+    cell, inputs = _cell(kind, H=2, T=2)
+    res = C.compile_and_run(cell, 2, inputs, inputs[:2], C.configuration(key_cache=C.temp_key_cache()))
+    assert res["encrypted_equals_simulate"] and res["simulate_equals_clear"]
+
+
+def test_benchmark_records_a_timeout_instead_of_hanging():
+    rec = run_config(4, 2, ("relu_add", "gru"), DEFAULT_SPEC, runs=1, timeout_s=1.0)
+    assert all(c["status"].startswith("timeout") for c in rec["cells"].values()), rec
+    assert rec["wall_s"] < 30
+
+
+@pytest.mark.slow
+def test_benchmark_quick_config():
+    rec = run_config(4, 2, ("relu_add", "gru"), DEFAULT_SPEC, runs=1, timeout_s=300)
+    for c in rec["cells"].values():
+        assert c["status"] == "done" and c["encrypted_equals_simulate"]
+    assert rec["ratio_gru_over_relu_add"] > 0
+
+
+@pytest.mark.slow
+def test_adding_model_end_to_end_encrypted():
+    from htr.fhe.adding import end_to_end
+
+    r = end_to_end(hidden=6, steps=6, train_steps=800, spec=QuantSpec(4, 6, 6, 7), encrypted=2,
+                   key_cache=C.temp_key_cache())
+    assert r["mse_float"] < 0.05 and r["mse_integer"] < 0.05  # baseline (always 1.0) ~ 0.167
+    assert r["encrypted_equals_clear"] and r["encrypted_equals_simulate"]
