@@ -40,7 +40,9 @@ SHIFT = 20
 
 @njit(cache=True)
 def _recurrence(accx, u_int, mx, mh, bias, lengths, reverse, Q, F, out_int, h_last):
-    """accx (T, N, 2H) int32 = W_int x_int; u_int (2H, H) int8; mx, mh, bias (2H,) int64 fixed point.
+    """accx (T, N, 2H) int32 = W_int x_int; u_int (2H, H) int8 values held as int16 (so that the
+    int16 x int16 -> int32 dot products vectorise, ~4x faster than int8 x int32 here); mx, mh, bias
+    (2H,) int64 fixed point.
 
     Writes out_int (T, N, H) int32 (zeros past each length) and h_last (N, H) int32.
     """
@@ -50,17 +52,20 @@ def _recurrence(accx, u_int, mx, mh, bias, lengths, reverse, Q, F, out_int, h_la
     half = 1 << (SHIFT - 1)
     fhalf = (1 << (F - 1)) if F > 0 else 0
     for b in prange(N):
-        h = np.zeros(H, dtype=np.int32)
-        hn = np.zeros(H, dtype=np.int32)
+        h = np.zeros(H, dtype=np.int16)
+        hn = np.zeros(H, dtype=np.int16)
         g = np.zeros(H2, dtype=np.int64)
+        accs = np.zeros(H2, dtype=np.int32)
         L = lengths[b]
         for i in range(L):
             t = L - 1 - i if reverse else i
-            for j in range(H2):
+            for j in range(H2):  # U_int h_int: a tight int16 x int16 -> int32 dot product per row
                 acc = np.int32(0)
                 for k in range(H):
-                    acc += np.int32(u_int[j, k]) * h[k]
-                g[j] = (np.int64(accx[t, b, j]) * mx[j] + np.int64(acc) * mh[j] + bias[j] + half) >> SHIFT
+                    acc += np.int32(u_int[j, k]) * np.int32(h[k])
+                accs[j] = acc
+            for j in range(H2):  # requantise both accumulators and the bias onto the gate grid
+                g[j] = (np.int64(accx[t, b, j]) * mx[j] + np.int64(accs[j]) * mh[j] + bias[j] + half) >> SHIFT
             for j in range(H):
                 s = g[j]
                 a = g[H + j]
@@ -92,6 +97,7 @@ class _IntCell:
         self.hidden_size = U.shape[1]
         self.w_int, self.sw = _row_int8(W, weight_bits)
         self.u_int, self.su = _row_int8(U, weight_bits)
+        self.u_int16 = self.u_int.astype(np.int16)  # same int8 values; int16 storage for the kernel
         self.b = cell.bias.detach().double().numpy()
         self.w_f32 = self.w_int.astype(np.float32).T.copy()  # (I, 2H) for the exact float32 product
 
@@ -140,7 +146,7 @@ class IntegerReluAdd(RecurrentLayer):
         bias = np.rint(c.b * QF * 2 ** SHIFT).astype(np.int64)
         out = np.zeros((T, N, c.hidden_size), dtype=np.int32)
         last = np.zeros((N, c.hidden_size), dtype=np.int32)
-        _recurrence(accx, c.u_int, mx, mh, bias, lengths, reverse, self.Q, self.F, out, last)
+        _recurrence(accx, c.u_int16, mx, mh, bias, lengths, reverse, self.Q, self.F, out, last)
         return out, last
 
     def forward_int(self, x: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
