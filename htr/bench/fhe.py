@@ -338,6 +338,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--integer", action="store_true",
                         help="instead: plaintext integer relu_add vs float relu_add and dynamic-int8 GRU/LSTM "
                              "(decoder-sized: I=256, H=128, T=128, 2 bidirectional layers)")
+    parser.add_argument("--adding", action="store_true",
+                        help="instead: train a small relu_add on the adding problem, quantise it (--bits, "
+                             "default 4,6,6,7), run a few test inputs encrypted, compare with the clear "
+                             "integer and float models (--hidden default 6, --steps default 6)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
 
 
@@ -348,6 +352,14 @@ def main(args: argparse.Namespace) -> None:
     if getattr(args, "integer", False):
         rep = run_integer(repeats=3 if args.quick else 10, batches=(1,) if args.quick else (1, 16))
         print(json.dumps(rep, indent=1) if args.json else integer_tables(rep))
+        return
+    if getattr(args, "adding", False):
+        from htr.fhe.adding import end_to_end
+
+        rep = end_to_end(hidden=(args.hidden or (6,))[0], steps=(args.steps or (6,))[0],
+                         spec=QuantSpec(*args.bits) if args.bits else QuantSpec(4, 6, 6, 7),
+                         encrypted=args.runs or 3, seed=args.seed, train_steps=800)
+        print(json.dumps(rep, indent=1))
         return
     spec = QuantSpec(*args.bits) if args.bits else DEFAULT_SPEC
     report = run(quick=args.quick, hidden=args.hidden, steps=args.steps, cells=args.cells, spec=spec,
