@@ -12,9 +12,10 @@ Each (H, T) runs in its own subprocess with a wall-clock limit; whatever finishe
 kept and the rest is recorded as a timeout. The encrypted runs of the cells of one (H, T) are
 interleaved (relu_add, gru, relu_add, gru, ...) so that load on a shared machine hits them alike.
 
-Cells: relu_add; gru (torch's GRU equations, each product of two encrypted values as Concrete's
-encrypted multiplication); gru_mv (the same GRU with each product computed as one bivariate lookup,
-the cheapest form Concrete offers; reported for fairness).
+Cells: relu_add; gru (torch's GRU equations; each product of two encrypted values as two lookups,
+x y = floor((x+y)^2/4) - floor((x-y)^2/4)); gru_mv (the same GRU with each product, and its rescale,
+as one bivariate lookup, fhe.multivariate). Both cells copy their new state by one identity lookup
+for the matrix products (see htr.fhe.quantize.run_cell).
 
 Needs the optional extra: pip install -e .[fhe]
 """
