@@ -126,3 +126,18 @@ def test_fhe_quantisers_shapes_and_ranges():
     assert rc.run(ClearOps, x).shape == (5,)
     with pytest.raises(ValueError):
         QuantSpec(state_bits=1)
+
+
+def test_swap_decoders_on_the_recogniser():
+    from htr.nn.recognizer import Recognizer, RecognizerConfig
+
+    net = Recognizer(RecognizerConfig(cell="relu_add", hidden_size=16, num_layers=2, bidirectional=True), 10).eval()
+    q = swap_decoders(net).eval()
+    assert isinstance(q.decoder, IntegerReluAdd)
+    images = torch.rand(2, 1, net.config.height, 96)
+    widths = torch.tensor([96, 60])
+    with torch.inference_mode():
+        ref, lengths = net(images, widths)
+        got, lengths_q = q(images, widths)
+    assert got.shape == ref.shape and torch.equal(lengths, lengths_q)
+    assert float((got.exp() - ref.exp()).abs().max()) < 0.2  # probabilities, random untrained weights

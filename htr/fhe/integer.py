@@ -202,6 +202,29 @@ def compare_cer(model: nn.Module, evaluate: Callable[[nn.Module], float], **kwar
     return {"float_cer": float_cer, "integer_cer": int_cer, "difference": int_cer - float_cer}
 
 
+def compare_on_folder(model: str = "relu_add", data: str = "../shared/realdata/poilus", split: str = "val",
+                      batch_size: int = 16, decoder: str = "greedy", **kwargs) -> dict:
+    """CER of a trained relu_add model (shipped name or checkpoint path) with its float decoder and
+    with the integer decoder (kwargs: IntegerReluAdd options), on one split of a TSV folder (or a YAML
+    config with a data section), through the same `htr.evaluate.evaluate_model`.
+
+        python -c "from htr.fhe.integer import compare_on_folder as c; print(c('relu_add'))"
+    """
+    from htr.evaluate import build_datamodule, evaluate_model
+    from htr.inference import load_model
+
+    float_model = load_model(model)
+    if float_model.cell != "relu_add":
+        raise TypeError(f"{model}: the integer path replaces relu_add decoders; this model's is {float_model.cell}")
+    dm = build_datamodule(data, float_model.net.config.height, batch_size)
+    ref = evaluate_model(float_model, dm, split, decoder)
+    int_model = copy.copy(float_model)
+    int_model.net = swap_decoders(float_model.net, **kwargs).eval()
+    int_model.name = f"{float_model.name} (integer decoder)"
+    got = evaluate_model(int_model, dm, split, decoder)
+    return {"float": ref, "integer": got, "cer_points_difference": 100 * (got["cer"] - ref["cer"])}
+
+
 # ---------------------------------------------------------------------------------------- speed
 def speed(input_size: int = 256, hidden_size: int = 256, steps: int = 128, batch: int = 1,
           num_layers: int = 2, bidirectional: bool = True, repeats: int = 10, threads: int = 1) -> dict:
@@ -247,4 +270,4 @@ def agreement(recurrent: ReluAddRecurrent, x: Tensor, lengths: Tensor | None = N
             "state_step": 1.0 / (2 ** (kwargs.get("state_bits", 8) - 1) - 1)}
 
 
-__all__ = ["IntegerReluAdd", "swap_decoders", "compare_cer", "speed", "agreement"]
+__all__ = ["IntegerReluAdd", "swap_decoders", "compare_cer", "compare_on_folder", "speed", "agreement"]
