@@ -14,7 +14,8 @@ interleaved (relu_add, gru, relu_add, gru, ...) so that load on a shared machine
 
 Cells: relu_add; gru (torch's GRU equations; each product of two encrypted values as two lookups,
 x y = floor((x+y)^2/4) - floor((x-y)^2/4)); gru_mv (the same GRU with each product, and its rescale,
-as one bivariate lookup, fhe.multivariate). Both cells copy their new state by one identity lookup
+as one bivariate lookup, fhe.multivariate); gru_native (Concrete's own `x * y`: timings only, since
+with concrete-python 2.11 its results differ from the clear model's, which the report shows). Both cells copy their new state by one identity lookup
 for the matrix products (see htr.fhe.quantize.run_cell).
 
 Needs the optional extra: pip install -e .[fhe]
@@ -62,10 +63,10 @@ def make_cell(kind: str, hidden: int, input_size: int, spec: QuantSpec, seed: in
 
         def float_step(x, h):
             return ra.step(x, h)
-    elif kind in ("gru", "gru_mv"):
+    elif kind in ("gru", "gru_mv", "gru_native"):
         cell = quantize_gru(gru.weight_ih_l0.detach(), gru.weight_hh_l0.detach(), gru.bias_ih_l0.detach(),
                             gru.bias_hh_l0.detach(), spec, x_scale)
-        cell.products = "multivariate" if kind == "gru_mv" else "multiply"
+        cell.products = {"gru": "multiply", "gru_mv": "multivariate", "gru_native": "native"}[kind]
         gcell = torch.nn.GRUCell(input_size, hidden)
         gcell.load_state_dict({"weight_ih": gru.weight_ih_l0, "weight_hh": gru.weight_hh_l0,
                                "bias_ih": gru.bias_ih_l0, "bias_hh": gru.bias_hh_l0})
@@ -73,7 +74,7 @@ def make_cell(kind: str, hidden: int, input_size: int, spec: QuantSpec, seed: in
         def float_step(x, h):
             return gcell(x, h)
     else:
-        raise ValueError(f"unknown cell {kind!r}: expected relu_add, gru or gru_mv")
+        raise ValueError(f"unknown cell {kind!r}: expected relu_add, gru, gru_mv or gru_native")
     return cell, float_step
 
 
@@ -329,7 +330,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden", type=_ints, default=None, help="hidden sizes, e.g. 4,8,16")
     parser.add_argument("--steps", type=_ints, default=None, help="numbers of steps T, e.g. 1,2,4,8")
     parser.add_argument("--cells", type=lambda s: tuple(s.split(",")), default=None,
-                        help="relu_add,gru,gru_mv (relu_add is always included: it is the reference)")
+                        help="relu_add,gru,gru_mv,gru_native (relu_add is always included: it is the reference)")
     parser.add_argument("--bits", type=_ints, default=None,
                         help="input,state,weight,acc bit widths (default 3,3,3,4)")
     parser.add_argument("--runs", type=int, default=None, help="encrypted runs per cell (median reported)")

@@ -48,7 +48,8 @@ GRU step (torch's nn.GRU equations, reset gate applied after U_hn as torch does)
   lookups whose outputs need the *product's* bit width (about twice the operands'), which is what
   widens, and slows, the GRU's circuit. (This is also how Concrete lowers `x * y`; it is written out
   here because concrete-python 2.11's own `x * y` gave results differing from the clear product in
-  these circuits, by a wrap-around of the following addition.) products="multivariate"
+  these circuits, by a wrap-around of the following addition; products="native" keeps that
+  lowering, for its timings only: its results are not those of the clear model.) products="multivariate"
   instead computes p and rint(z (h - n) / Q) each as one bivariate lookup (fhe.multivariate: both
   operands packed into one table index), the cheapest form of the same products that Concrete offers.
 """
@@ -289,7 +290,7 @@ class IntGRUCell:
     d: int
     x_scale: float
     lsbs: dict[str, int] = field(default_factory=lambda: {"r": 0, "z": 0, "m": 0, "t": 0, "e": 0})
-    products: str = "multiply"  # or "multivariate": each product (and its rescale) as one bivariate lookup
+    products: str = "multiply"  # "multivariate": each product as one bivariate lookup; "native": Concrete's `*`
     split_state: bool = True  # see run_cell
 
     @property
@@ -327,7 +328,7 @@ class IntGRUCell:
         r = ops.lut(ops.round(acc_r, self.lsbs["r"]), self.f_r)
         z = ops.lut(ops.round(acc_z, self.lsbs["z"]), self.f_z)
         m = ops.lut(ops.round(acc_m, self.lsbs["m"]), self.f_m)
-        p = ops.lut2(r, m, _product) if self.products == "multivariate" else ops.mul(r, m)
+        p = self._mul(ops, r, m)
         t = (self.win @ x_t + self.bin) * self.d + p * self.c
         if rec is not None:
             rec.see("t", t)
@@ -335,10 +336,17 @@ class IntGRUCell:
         # h' = (1 - z) n + z h = n + rint(z (h - n) / Q), which stays in [-Q, Q] without a clip
         if self.products == "multivariate":
             return n + ops.lut2(z, h - n, self.f_zd)
-        e = ops.mul(z, h - n)
+        e = self._mul(ops, z, h - n)
         if rec is not None:
             rec.see("e", e)
         return n + ops.lut(ops.round(e, self.lsbs["e"]), self.f_e)
+
+    def _mul(self, ops, a, b):
+        if self.products == "multivariate":
+            return ops.lut2(a, b, _product)
+        if self.products == "native":  # Concrete's own lowering of `*` (see the module docstring)
+            return a * b
+        return ops.mul(a, b)
 
     def f_e(self, e):
         return _rint(e / self.spec.q)
