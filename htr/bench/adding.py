@@ -36,6 +36,7 @@ class AddingConfig:
     eval_every: int = 50        # optimiser steps between test evaluations
     test_size: int = 1000       # fixed test sequences
     seed: int = 0
+    device: str = "cpu"         # "cuda" runs every cell on the GPU (relu_add through its Triton kernels)
 
 
 def adding_batch(batch: int, steps: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -68,10 +69,11 @@ class AddingModel(nn.Module):
 def train_cell(cell: str, cfg: AddingConfig, log=print) -> dict:
     """Train one cell on the adding problem; returns its test-MSE curve, final MSE and wall time."""
     torch.manual_seed(cfg.seed)
-    model = AddingModel(cell, cfg.hidden_size)
+    model = AddingModel(cell, cfg.hidden_size).to(cfg.device)
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     train_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    test_x, test_y = adding_batch(cfg.test_size, cfg.steps, torch.Generator().manual_seed(cfg.seed + 2))
+    test_x, test_y = (t.to(cfg.device) for t in adding_batch(cfg.test_size, cfg.steps,
+                                                             torch.Generator().manual_seed(cfg.seed + 2)))
 
     def test_mse() -> float:
         with torch.no_grad():
@@ -80,7 +82,7 @@ def train_cell(cell: str, cfg: AddingConfig, log=print) -> dict:
     curve = [(0, test_mse())]
     start = time.perf_counter()
     for step in range(1, cfg.train_steps + 1):
-        x, y = adding_batch(cfg.batch_size, cfg.steps, train_gen)
+        x, y = (t.to(cfg.device) for t in adding_batch(cfg.batch_size, cfg.steps, train_gen))
         loss = nn.functional.mse_loss(model(x), y)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -116,7 +118,8 @@ def run(cfg: AddingConfig, cells: tuple[str, ...] = CELLS, out_dir: Path | None 
         log=print) -> dict:
     fix_threads(threads)
     results = [train_cell(cell, cfg, log) for cell in cells]
-    report = {"config": asdict(cfg), "threads": threads, "torch": torch.__version__, "results": results}
+    report = {"config": asdict(cfg), "threads": threads, "torch": torch.__version__, "results": results,
+              "hardware": torch.cuda.get_device_name() if cfg.device.startswith("cuda") else "cpu"}
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         stem = f"adding_T{cfg.steps}"
@@ -146,6 +149,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default=d.device, help="cpu (default) or cuda")
     parser.add_argument("--quick", action="store_true", help="short version: T = 50, 300 steps")
     parser.add_argument("--out", type=Path, default=Path("artifacts/adding"), help="folder for the PNG and JSON")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -153,7 +157,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> AddingConfig:
     cfg = AddingConfig(steps=args.steps, hidden_size=args.hidden_size, batch_size=args.batch_size,
-                       train_steps=args.train_steps, lr=args.lr, eval_every=args.eval_every, seed=args.seed)
+                       train_steps=args.train_steps, lr=args.lr, eval_every=args.eval_every, seed=args.seed,
+                       device=args.device)
     if args.quick:
         cfg.steps, cfg.train_steps, cfg.eval_every, cfg.test_size = 50, 300, 50, 500
     return cfg

@@ -58,6 +58,13 @@ def relu_add_update(h_prev: Tensor, gates: Tensor) -> Tensor:
 # step in numba; below it the whole loop stays in numba (see htr.nn.kernels).
 TORCH_MATMUL_MIN_BATCH = 8
 
+try:  # the Triton step kernels (htr.nn.kernels_cuda) serve CUDA tensors when Triton is installed
+    import triton  # noqa: F401
+
+    _HAS_TRITON = True
+except ImportError:
+    _HAS_TRITON = False
+
 
 def _np(t: Tensor):
     """A numpy view of a contiguous CPU tensor (no copy)."""
@@ -73,27 +80,50 @@ def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
     return x.gather(0, idx)
 
 
+def _forward_step_fn(hu: Tensor, xp: Tensor, lengths: Tensor, reverse: bool, out: Tensor, states: Tensor,
+                     gates: Tensor):
+    """step(t): the element-wise part of step t given hu = h_{t-1} U^T; numba on CPU, Triton on CUDA."""
+    if xp.is_cuda:
+        from htr.nn import kernels_cuda
+
+        lengths = lengths.to(xp.device)
+        return lambda t: kernels_cuda.forward_step(t, hu, xp, lengths, reverse, states[t], states[t + 1], out, gates)
+    hu_np, xp_np, lengths_np, out_np, states_np, gates_np = (
+        _np(hu), _np(xp), lengths.numpy(), _np(out), _np(states), _np(gates))
+    return lambda t: kernels.forward_step(t, hu_np, xp_np, lengths_np, reverse, states_np[t], states_np[t + 1],
+                                          out_np, gates_np)
+
+
+def _backward_step_fn(dh: Tensor, gates: Tensor, states: Tensor, lengths: Tensor, reverse: bool,
+                      grad_out: Tensor, grad_gates: Tensor):
+    """step(t): the element-wise backward of step t (see kernels.backward_step)."""
+    if dh.is_cuda:
+        from htr.nn import kernels_cuda
+
+        lengths = lengths.to(dh.device)
+        return lambda t: kernels_cuda.backward_step(t, dh, gates, states, lengths, reverse, grad_out, grad_gates)
+    args = [_np(dh), _np(gates), _np(states), lengths.numpy(), reverse, _np(grad_out), _np(grad_gates)]
+    return lambda t: kernels.backward_step(t, *args)
+
+
 def _sequence_forward(xp: Tensor, u_t: Tensor, h0: Tensor, lengths: Tensor, reverse: bool):
-    # u_t = U^T (H, 2H) is a transposed view of the contiguous (2H, H) weight: both BLAS paths read it
-    # in place (no copy per call).
     """Returns outputs (T, B, H) in time order, states (T+1, B, H) with states[0] = h0 and
-    gates (T, B, 2H), both in step order."""
+    gates (T, B, 2H), both in step order. u_t = U^T (H, 2H) is a transposed view of the (2H, H)
+    weight, read in place by both BLAS paths (no copy per call)."""
     T, B, H2 = xp.shape
     xp = xp.detach().contiguous()
     out = xp.new_empty(T, B, H2 // 2)
     states = xp.new_empty(T + 1, B, H2 // 2)
     states[0] = h0
     gates = torch.empty_like(xp)
-    xp_np, lengths_np, out_np, states_np, gates_np = _np(xp), lengths.numpy(), _np(out), _np(states), _np(gates)
-    if B < TORCH_MATMUL_MIN_BATCH:
-        kernels.relu_add_forward(xp_np, _np(u_t), lengths_np, reverse, out_np, states_np, gates_np)
-    else:
-        hu = xp.new_empty(B, H2)
-        hu_np = _np(hu)
-        for t in range(T):
-            torch.mm(states[t], u_t, out=hu)  # (B, H) @ (H, 2H) -> (B, 2H)
-            kernels.forward_step(t, hu_np, xp_np, lengths_np, reverse, states_np[t], states_np[t + 1],
-                                 out_np, gates_np)
+    if not xp.is_cuda and B < TORCH_MATMUL_MIN_BATCH:
+        kernels.relu_add_forward(_np(xp), _np(u_t), lengths.numpy(), reverse, _np(out), _np(states), _np(gates))
+        return out, states, gates
+    hu = xp.new_empty(B, H2)
+    step = _forward_step_fn(hu, xp, lengths, reverse, out, states, gates)
+    for t in range(T):
+        torch.mm(states[t], u_t, out=hu)  # (B, H) @ (H, 2H) -> (B, 2H)
+        step(t)
     return out, states, gates
 
 
@@ -103,16 +133,15 @@ def _sequence_backward(gates: Tensor, states: Tensor, weight_hh: Tensor, lengths
     grad_gates = torch.empty_like(gates)
     u = weight_hh.detach().contiguous()
     grad_out, grad_hn = grad_out.contiguous(), grad_hn.contiguous()
-    args = (_np(gates), _np(states), lengths.numpy(), reverse, _np(grad_out))
-    if gates.shape[1] < TORCH_MATMUL_MIN_BATCH:
-        dh = torch.from_numpy(kernels.relu_add_backward(args[0], args[1], _np(u), *args[2:],
-                                                        _np(grad_hn), _np(grad_gates)))
-    else:
-        dh = grad_hn.clone()
-        dh_np, grad_gates_np = _np(dh), _np(grad_gates)
-        for t in range(gates.shape[0] - 1, -1, -1):
-            kernels.backward_step(t, dh_np, *args, grad_gates_np)
-            dh.addmm_(grad_gates[t], u)  # (B, 2H) @ (2H, H) -> (B, H)
+    if not gates.is_cuda and gates.shape[1] < TORCH_MATMUL_MIN_BATCH:
+        dh = kernels.relu_add_backward(_np(gates), _np(states), _np(u), lengths.numpy(), reverse, _np(grad_out),
+                                       _np(grad_hn), _np(grad_gates))
+        return grad_gates, torch.from_numpy(dh)
+    dh = grad_hn.clone()
+    step = _backward_step_fn(dh, gates, states, lengths, reverse, grad_out, grad_gates)
+    for t in range(gates.shape[0] - 1, -1, -1):
+        step(t)
+        dh.addmm_(grad_gates[t], u)  # (B, 2H) @ (2H, H) -> (B, H)
     return grad_gates, dh
 
 
@@ -192,7 +221,7 @@ class ReluAddCell(nn.Module):
         time order), which is the backward direction of a bidirectional layer.
         """
         xp = F.linear(x, self.weight_ih, self.bias)  # (T, B, I) -> (T, B, 2H), all steps at once
-        if xp.device.type == "cpu":
+        if xp.device.type == "cpu" or (xp.is_cuda and _HAS_TRITON and xp.dtype == torch.float32):
             return _ReluAddSequence.apply(xp, self.weight_hh, h0, lengths, reverse)
         if reverse:
             out, h_n = self._forward_loop(reverse_padded(xp, lengths), lengths, h0)
@@ -200,8 +229,9 @@ class ReluAddCell(nn.Module):
         return self._forward_loop(xp, lengths, h0)
 
     def _forward_loop(self, xp: Tensor, lengths: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
-        """Accelerator path: a loop of torch ops with the compiled kernel's semantics. On CUDA the
-        element-wise part of each step is fused by torch.compile (one kernel instead of ~25)."""
+        """Fallback for accelerators without the Triton kernels (or other dtypes): a loop of torch ops
+        with the compiled kernels' semantics; on CUDA the element-wise part of each step is fused by
+        torch.compile."""
         step = _fused_masked_step() if xp.is_cuda else _masked_step
         h, outputs = h0, []
         valid = torch.arange(xp.shape[0], device=xp.device)[:, None] < lengths.to(xp.device)[None, :]  # (T, B)
