@@ -5,8 +5,8 @@
     htr evaluate --ckpt A.ckpt [--ckpt B.ckpt ...] --data <config.yaml | TSV folder> [--json]
     htr transcribe IMAGE... (--model relu_add | --ckpt X)
     htr export CKPT OUT.safetensors [--lm-text train.tsv]
-    htr bench cells|adding|fhe|load ...
-    htr app [--ckpt ...] [--port 7860]
+    htr bench cells|adding|fhe|load|app ...
+    htr app [--model NAME ...] [--ckpt PATH ...] [--host 127.0.0.1] [--port 7860] [--share]
 """
 from __future__ import annotations
 
@@ -137,6 +137,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 # ---- bench / app --------------------------------------------------------------------------------
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
     from htr.bench import adding, cells
+    from htr.bench import app as bench_app  # light: gradio and the app are imported when the command runs
 
     bench = sub.add_parser("bench", help="benchmarks that print a table (or JSON with --json)")
     which = bench.add_subparsers(dest="bench", required=True)
@@ -146,6 +147,30 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     p = which.add_parser("adding", help="long-term memory: the adding problem for each cell, table and plot")
     adding.add_arguments(p)
     p.set_defaults(func=adding.main)
+    p = which.add_parser("app", help="the Gradio app under 20 concurrent gradio_client requests: p50/p95 latency")
+    bench_app.add_arguments(p)
+    p.set_defaults(func=bench_app.main)
+
+
+def _import_app(module: str):
+    """Import the app (app/ lives next to htr/ in the repository, outside the installed package)."""
+    import importlib
+
+    root = str(Path(__file__).resolve().parent.parent)
+    if (Path(root) / "app" / "ui.py").exists() and root not in sys.path:
+        sys.path.insert(0, root)
+    return importlib.import_module(module)
+
+
+def _app_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("app", help="the Gradio app: transcription and per-cell latency (localhost by default)")
+    p.add_argument("--model", action="append", help="shipped model name; repeatable (default: all shipped)")
+    p.add_argument("--ckpt", action="append", help="checkpoint (.ckpt or .safetensors); repeatable")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 exposes it on the network)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    p.add_argument("--repeats", type=int, default=3, help="runs of the model part per request (median reported)")
+    p.set_defaults(func=lambda a: _import_app("app.ui").main(a))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     _bench_parser(sub)
+    _app_parser(sub)
     return parser
 
 

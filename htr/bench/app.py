@@ -1,0 +1,165 @@
+"""`htr bench app`: the Gradio app under concurrent gradio_client requests; p50/p95 latency.
+
+The app is started as a subprocess (`python -m htr.cli app`) on a free localhost port (or in this process
+with --in-process), with the same models as this process. ``--requests`` requests (default 20), cycling
+over the bundled single-line examples, are sent through one gradio_client Client with ``--concurrency``
+(default 20) in flight at once. Every answer must equal the direct ``Transcriber.transcribe`` result of
+the same model on the same image (same text, confidence within 1e-5); a wrong or failed answer makes the
+command exit with status 1.
+
+Latency is end to end as a client sees it (submit -> result), so it includes waiting in the app's queue:
+the app runs one request at a time, each with 3 interleaved runs of every model (the app's per-request
+latency measurement). p50/p95 are the nearest-rank percentiles of the ``--requests`` latencies.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", action="append", help="shipped model name; repeatable (default: all shipped)")
+    p.add_argument("--ckpt", action="append", help="checkpoint (.ckpt or .safetensors); repeatable")
+    p.add_argument("--requests", type=int, default=20)
+    p.add_argument("--concurrency", type=int, default=20, help="requests in flight at once")
+    p.add_argument("--in-process", action="store_true", help="serve from this process instead of a subprocess")
+    p.add_argument("--json", action="store_true")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def _wait_ready(url: str, proc: subprocess.Popen | None, timeout: float = 180.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the app exited with status {proc.returncode} before serving")
+        try:
+            with urllib.request.urlopen(url + "config", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"the app did not answer at {url} within {timeout:.0f} s")
+
+
+def _ui():
+    if str(ROOT) not in sys.path and (ROOT / "app" / "ui.py").exists():
+        sys.path.insert(0, str(ROOT))
+    import app.ui as ui
+
+    return ui
+
+
+def run(model_names: list[str] | None = None, ckpts: list[str] | None = None, requests: int = 20,
+        concurrency: int = 20, in_process: bool = False) -> dict[str, Any]:
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from gradio_client import Client, handle_file
+
+    ui = _ui()
+    models = ui.load_models(model_names, ckpts)
+    names = list(models)
+    images = sorted(p for p in ui.EXAMPLES_DIR.glob("*.png") if "paragraph" not in p.name)
+    expected = {(n, str(p)): models[n].transcribe([p])[0] for n in names for p in images}
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    proc = demo = None
+    t0 = time.perf_counter()
+    if in_process:
+        demo = ui.build_app(models)
+        url = ui.serve(demo, "127.0.0.1", port, block=False, quiet=True)
+    else:
+        cmd = [sys.executable, "-m", "htr.cli", "app", "--host", "127.0.0.1", "--port", str(port)]
+        for m in model_names or []:
+            cmd += ["--model", m]
+        for c in ckpts or []:
+            cmd += ["--ckpt", c]
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    try:
+        _wait_ready(url, proc)
+        startup_s = time.perf_counter() - t0
+        client = Client(url, verbose=False)
+
+        def one(i: int) -> dict[str, Any]:
+            image = images[i % len(images)]
+            start = time.perf_counter()
+            try:
+                report = client.predict(handle_file(str(image)), "greedy", names, "line", 10,
+                                        api_name="/transcribe")
+            except Exception as e:  # noqa: BLE001 - a failed request is a result, reported below
+                return {"i": i, "image": image.name, "ms": (time.perf_counter() - start) * 1e3,
+                        "ok": False, "error": f"{type(e).__name__}: {e}"}
+            ms = (time.perf_counter() - start) * 1e3
+            wrong = []
+            got = {r["model"]: r for r in report["results"]}
+            for n in names:
+                want = expected[(n, str(image))]
+                r = got.get(n)
+                if r is None or r["text"] != want.text or abs(r["confidence"] - want.confidence) > 1e-5:
+                    wrong.append({"model": n, "want": want.text, "got": None if r is None else r["text"]})
+            return {"i": i, "image": image.name, "ms": ms, "ok": not wrong, "wrong": wrong,
+                    "server_ms": {r["model"]: r["ms"]["total"] for r in report["results"]}}
+
+        wall = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            answers = list(pool.map(one, range(requests)))
+        wall_s = time.perf_counter() - wall
+        client.close() if hasattr(client, "close") else None
+    finally:
+        if demo is not None:
+            demo.close()
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    latencies = [a["ms"] for a in answers]
+    return {"url": url, "mode": "in-process" if in_process else "subprocess", "models": names,
+            "requests": requests, "concurrency": concurrency, "images": [p.name for p in images],
+            "correct": sum(a["ok"] for a in answers), "failed": [a for a in answers if not a["ok"]],
+            "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
+            "max_ms": max(latencies), "wall_s": wall_s, "throughput_rps": requests / wall_s,
+            "startup_s": startup_s, "cpus": os.cpu_count()}
+
+
+def to_text(r: dict[str, Any]) -> str:
+    lines = [f"{r['requests']} requests, {r['concurrency']} in flight, app as {r['mode']} at {r['url']} "
+             f"(models {', '.join(r['models'])}; {r['cpus']} CPUs; started in {r['startup_s']:.1f} s)",
+             f"correct answers (== Transcriber.transcribe): {r['correct']}/{r['requests']}",
+             f"latency end to end: p50 {r['p50_ms']:.0f} ms, p95 {r['p95_ms']:.0f} ms, max {r['max_ms']:.0f} ms; "
+             f"throughput {r['throughput_rps']:.2f} requests/s over {r['wall_s']:.1f} s"]
+    for f in r["failed"]:
+        lines.append(f"  request {f['i']} ({f['image']}): {f.get('error') or f.get('wrong')}")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> None:
+    report = run(args.model, args.ckpt, args.requests, args.concurrency, args.in_process)
+    print(json.dumps(report, indent=1, ensure_ascii=False) if args.json else to_text(report))
+    if report["correct"] != report["requests"]:
+        raise SystemExit(1)
