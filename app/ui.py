@@ -272,7 +272,7 @@ def build_app(models: dict[str, Transcriber], repeats: int = REPEATS, concurrenc
             chosen = [n for n in names if n in (chosen or [])]
             report = transcribe(models, source, decoder, chosen, layout, beam_width, repeats)
         except Exception as e:  # noqa: BLE001 - never let a request kill the page
-            return [f"⚠️ **Error:** {html.escape(user_message(e, source, label))}", *blank_cells,
+            return [f"**Error:** {html.escape(user_message(e, source, label))}", *blank_cells,
                     pd.DataFrame(), pd.DataFrame(columns=["model", "stage", "ms"]), "", {}]
         by_name = {r["model"]: r for r in report["results"]}
         cells = []
@@ -280,7 +280,7 @@ def build_app(models: dict[str, Transcriber], repeats: int = REPEATS, concurrenc
             r = by_name.get(n)
             cells += [r["text"], stats_text(r)] if r else ["", "*not selected*"]
         img = report["image"]
-        status = (f"✅ Transcribed **{html.escape(label)}** ({img['width']}×{img['height']} px, "
+        status = (f"Transcribed **{html.escape(label)}** ({img['width']}×{img['height']} px, "
                   f"{img['lines']} line{'s' if img['lines'] > 1 else ''}) with {len(report['results'])} "
                   f"model(s), {report['decoder']} decoding.")
         return [status, *cells, table(report), bars(report), speedup_text(report), report]
@@ -391,8 +391,8 @@ def load_models(model_names: list[str] | None = None, ckpts: list[str] | None = 
     from htr.inference import load_model, shipped_models
 
     sources = list(model_names or []) + list(ckpts or [])
-    if not sources:
-        sources = list(shipped_models())
+    if not sources:  # relu_add first, then the baselines
+        sources = sorted(shipped_models(), key=lambda n: (n != "relu_add", n))
         if not sources:
             raise SystemExit("no --model/--ckpt given and no shipped models found")
     models: dict[str, Transcriber] = {}

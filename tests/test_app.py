@@ -17,7 +17,7 @@ from PIL import Image
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from app import ui  # noqa: E402
-from htr.inference import load_model, shipped_models  # noqa: E402
+from htr.inference import shipped_models  # noqa: E402
 
 EXAMPLE = ui.EXAMPLES_DIR / "poilus_1.png"
 PARAGRAPH = ui.EXAMPLES_DIR / "poilus_paragraph.png"
@@ -31,10 +31,9 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def models():
-    names = list(shipped_models())
-    if not names:
+    if not shipped_models():
         pytest.skip("no shipped models in htr/models")
-    return {n: load_model(n) for n in names}
+    return ui.load_models()
 
 
 @pytest.fixture(scope="module")
