@@ -225,3 +225,20 @@ def test_messages_for_ui_sources():
     with pytest.raises(Exception, match="no image yet"):
         ui._source_of("upload", None, None, None)
     assert ui._source_of("upload", {"path": "/x/a.png", "orig_name": "a.png"}, None, None) == ("/x/a.png", "a.png")
+
+
+def test_models_from_the_command_line_get_unique_names():
+    path = str(Path(ui.__file__).resolve().parents[1] / "htr" / "models" / "gru.safetensors")
+    if not Path(path).exists():
+        pytest.skip("no shipped gru model")
+    models = ui.load_models(["gru"], [path, path])
+    assert list(models) == ["gru", "gru-2", "gru-3"] and all(m.cell == "gru" for m in models.values())
+
+
+def test_twenty_concurrent_requests_are_all_answered_correctly(client, models):
+    from htr.bench.app import run, to_text
+
+    report = run(url=client.src, models=models, requests=20, concurrency=20)
+    assert report["correct"] == 20, to_text(report)
+    assert report["p95_ms"] >= report["p50_ms"] > 0
+    assert "p50" in to_text(report)

@@ -18,8 +18,10 @@ import json
 import math
 import os
 import socket
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -74,33 +76,46 @@ def _ui():
 
 
 def run(model_names: list[str] | None = None, ckpts: list[str] | None = None, requests: int = 20,
-        concurrency: int = 20, in_process: bool = False) -> dict[str, Any]:
+        concurrency: int = 20, in_process: bool = False, url: str | None = None,
+        models: dict | None = None) -> dict[str, Any]:
+    """Start the app (unless ``url`` points at a running one serving ``models``), send the requests, check."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from gradio_client import Client, handle_file
 
     ui = _ui()
-    models = ui.load_models(model_names, ckpts)
+    models = models if models is not None else ui.load_models(model_names, ckpts)
     names = list(models)
     images = sorted(p for p in ui.EXAMPLES_DIR.glob("*.png") if "paragraph" not in p.name)
     expected = {(n, str(p)): models[n].transcribe([p])[0] for n in names for p in images}
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
     proc = demo = None
     t0 = time.perf_counter()
-    if in_process:
+    mode = "subprocess"
+    if url is not None:
+        mode = "given"
+    elif in_process:
+        mode = "in-process"
         demo = ui.build_app(models)
-        url = ui.serve(demo, "127.0.0.1", port, block=False, quiet=True)
+        url = ui.serve(demo, "127.0.0.1", free_port(), block=False, quiet=True)
     else:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/"
         cmd = [sys.executable, "-m", "htr.cli", "app", "--host", "127.0.0.1", "--port", str(port)]
         for m in model_names or []:
             cmd += ["--model", m]
         for c in ckpts or []:
             cmd += ["--ckpt", c]
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        log = tempfile.TemporaryFile("w+")  # the app's output, shown if it fails to start
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,
                                 env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
     try:
-        _wait_ready(url, proc)
+        try:
+            _wait_ready(url, proc)
+        except (RuntimeError, TimeoutError) as e:
+            if proc is not None:
+                log.seek(0)
+                raise RuntimeError(f"{e}; its output:\n{log.read()[-3000:]}") from None
+            raise
         startup_s = time.perf_counter() - t0
         client = Client(url, verbose=False)
 
@@ -128,7 +143,6 @@ def run(model_names: list[str] | None = None, ckpts: list[str] | None = None, re
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             answers = list(pool.map(one, range(requests)))
         wall_s = time.perf_counter() - wall
-        client.close() if hasattr(client, "close") else None
     finally:
         if demo is not None:
             demo.close()
@@ -139,7 +153,9 @@ def run(model_names: list[str] | None = None, ckpts: list[str] | None = None, re
             except subprocess.TimeoutExpired:
                 proc.kill()
     latencies = [a["ms"] for a in answers]
-    return {"url": url, "mode": "in-process" if in_process else "subprocess", "models": names,
+    server = {n: statistics.median(a["server_ms"][n] for a in answers if a["ok"]) if any(a["ok"] for a in answers)
+              else None for n in names}
+    return {"url": url, "mode": mode, "models": names, "server_total_ms_median": server,
             "requests": requests, "concurrency": concurrency, "images": [p.name for p in images],
             "correct": sum(a["ok"] for a in answers), "failed": [a for a in answers if not a["ok"]],
             "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
@@ -152,7 +168,10 @@ def to_text(r: dict[str, Any]) -> str:
              f"(models {', '.join(r['models'])}; {r['cpus']} CPUs; started in {r['startup_s']:.1f} s)",
              f"correct answers (== Transcriber.transcribe): {r['correct']}/{r['requests']}",
              f"latency end to end: p50 {r['p50_ms']:.0f} ms, p95 {r['p95_ms']:.0f} ms, max {r['max_ms']:.0f} ms; "
-             f"throughput {r['throughput_rps']:.2f} requests/s over {r['wall_s']:.1f} s"]
+             f"throughput {r['throughput_rps']:.2f} requests/s over {r['wall_s']:.1f} s",
+             "app-measured ms per request and model (median): " + ", ".join(
+                 f"{n} {v:.0f}" for n, v in r["server_total_ms_median"].items() if v is not None)
+             + " (each request: every model, median of the app's repeats; requests are served one at a time)"]
     for f in r["failed"]:
         lines.append(f"  request {f['i']} ({f['image']}): {f.get('error') or f.get('wrong')}")
     return "\n".join(lines)
