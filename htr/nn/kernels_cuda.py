@@ -20,13 +20,6 @@ def _clip(v):
 
 
 @triton.jit
-def _time_index(t, length, REVERSE: tl.constexpr):
-    if REVERSE:
-        return length - 1 - t
-    return t
-
-
-@triton.jit
 def _forward_step_kernel(t, hu_ptr, xp_ptr, len_ptr, h_prev_ptr, h_new_ptr, out_ptr, gates_ptr, B, H,
                          REVERSE: tl.constexpr, BLOCK: tl.constexpr):
     idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -35,7 +28,10 @@ def _forward_step_kernel(t, hu_ptr, xp_ptr, len_ptr, h_prev_ptr, h_new_ptr, out_
     j = idx % H
     length = tl.load(len_ptr + b, mask=inside, other=0)
     live = inside & (t < length)
-    tb = _time_index(t, length, REVERSE)
+    if REVERSE:  # time index read and written by this step (padding positions keep t)
+        tb = length - 1 - t
+    else:
+        tb = length * 0 + t
     tb = tl.where(live, tb, t)
     h_prev = tl.load(h_prev_ptr + idx, mask=inside, other=0.0)
     s = tl.load(hu_ptr + b * 2 * H + j, mask=live, other=0.0) + tl.load(xp_ptr + (tb * B + b) * 2 * H + j, mask=live, other=0.0)
@@ -60,7 +56,10 @@ def _backward_step_kernel(t, dh_ptr, gates_ptr, states_ptr, len_ptr, grad_out_pt
     j = idx % H
     length = tl.load(len_ptr + b, mask=inside, other=0)
     live = inside & (t < length)
-    tb = _time_index(t, length, REVERSE)
+    if REVERSE:  # time index read and written by this step (padding positions keep t)
+        tb = length - 1 - t
+    else:
+        tb = length * 0 + t
     tb = tl.where(live, tb, t)
     hp = tl.load(states_ptr + (t * B + b) * H + j, mask=live, other=0.0)
     s = tl.load(gates_ptr + (t * B + b) * 2 * H + j, mask=live, other=0.0)
