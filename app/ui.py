@@ -62,11 +62,13 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", name)
 
 
-def read_lines(source: Any, layout: str = "auto") -> tuple[Image.Image, list[LineBox], list[Image.Image]]:
+def read_lines(source: Any, layout: str = "auto", tight: bool = False
+               ) -> tuple[Image.Image, list[LineBox], list[Image.Image]]:
     """Image file / bytes / PIL image -> (grayscale image, line boxes, line crops). Raises ImageError.
 
     layout "line": the whole image is one line; "paragraph": split into lines by projection profiles;
-    "auto": split, and keep the whole image when at most one line is found.
+    "auto": split, and keep the whole image when at most one line is found (``tight``: its box instead,
+    for drawings, whose canvas is mostly empty).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
@@ -85,13 +87,15 @@ def read_lines(source: Any, layout: str = "auto") -> tuple[Image.Image, list[Lin
     if len(boxes) <= 1:
         if layout == "paragraph" and not boxes:
             raise ImageError("no text line found in the paragraph (too little ink contrast); try layout 'line'")
+        if tight and boxes:
+            return gray, boxes, [gray.crop(boxes[0].as_tuple())]
         return gray, [whole], [gray]
     return gray, boxes, [gray.crop(b.as_tuple()) for b in boxes]
 
 
 def transcribe(models: dict[str, Transcriber], source: Any, decoder: str = "greedy",
                names: list[str] | None = None, layout: str = "auto", beam_width: int = 10,
-               repeats: int = REPEATS) -> dict[str, Any]:
+               repeats: int = REPEATS, tight: bool = False) -> dict[str, Any]:
     """Transcribe one image with each selected model; per-stage latency of this request (ms).
 
     Raises ImageError (bad image) or ValueError (bad option) with a message for the user.
@@ -111,7 +115,7 @@ def transcribe(models: dict[str, Transcriber], source: Any, decoder: str = "gree
     repeats = max(1, int(repeats))
 
     start = time.perf_counter()
-    gray, boxes, crops = read_lines(source, layout)
+    gray, boxes, crops = read_lines(source, layout, tight)
     read_ms = _ms(start)
 
     # preprocessing, once per distinct preprocessing setting
@@ -183,13 +187,16 @@ def speedup_text(report: dict[str, Any]) -> str:
     return ("Speed-up of relu_add (" + report["timing"] + "):\n\n" + "\n\n".join(f"- {p}" for p in parts))
 
 
+TABLE_COLUMNS = ["model", "cell", "transcription", "confidence", *(f"{s} ms" for s in STAGES), "total ms"]
+
+
 def table(report: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for r in report["results"]:
         rows.append({"model": r["model"], "cell": r["cell"], "transcription": r["text"].replace("\n", " / "),
                      "confidence": round(r["confidence"], 3),
                      **{f"{s} ms": round(r["ms"][s], 2) for s in STAGES}, "total ms": round(r["ms"]["total"], 2)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
 def bars(report: dict[str, Any]) -> pd.DataFrame:
@@ -270,10 +277,11 @@ def build_app(models: dict[str, Transcriber], repeats: int = REPEATS, concurrenc
         try:
             source, label = _source_of(tab, image, sketch, file)
             chosen = [n for n in names if n in (chosen or [])]
-            report = transcribe(models, source, decoder, chosen, layout, beam_width, repeats)
+            report = transcribe(models, source, decoder, chosen, layout, beam_width, repeats,
+                                tight=label == "drawing")
         except Exception as e:  # noqa: BLE001 - never let a request kill the page
             return [f"**Error:** {html.escape(user_message(e, source, label))}", *blank_cells,
-                    pd.DataFrame(), pd.DataFrame(columns=["model", "stage", "ms"]), "", {}]
+                    pd.DataFrame(columns=TABLE_COLUMNS), pd.DataFrame(columns=["model", "stage", "ms"]), "", {}]
         by_name = {r["model"]: r for r in report["results"]}
         cells = []
         for n in names:
@@ -339,7 +347,8 @@ def build_app(models: dict[str, Transcriber], repeats: int = REPEATS, concurrenc
         speed = gr.Markdown(elem_id="speedup")
         with gr.Row():
             with gr.Column(scale=3):
-                table_out = gr.Dataframe(label="Latency per stage (ms) for this request", interactive=False,
+                table_out = gr.Dataframe(pd.DataFrame(columns=TABLE_COLUMNS), interactive=False,
+                                         label="Latency per stage (ms) for this request",
                                          elem_id="latency-table")
             with gr.Column(scale=2):
                 plot_out = gr.BarPlot(pd.DataFrame(columns=["model", "stage", "ms"]), x="model", y="ms",

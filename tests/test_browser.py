@@ -2,7 +2,8 @@
 
 Starts the app in-process on a free localhost port, uploads a bundled example, runs the transcription,
 reads every model's transcription and latency from the page, saves a screenshot to
-artifacts/browser/app.png, then checks that a bad file gets a message in the page and the app still works.
+artifacts/browser/app.png, then checks that a bad file gets a message in the page, that the app still
+works, and that a drawing on the sketch pad is transcribed.
 No browser is downloaded: `.ci/run` apt-installs chromium; the test is skipped only when it is absent.
 """
 from __future__ import annotations
@@ -100,7 +101,20 @@ def test_transcribe_an_example_in_chromium(app_url, tmp_path):
             expect(page.locator("#status")).to_contain_text("notes.png: unreadable or corrupt image", timeout=60_000)
             page.get_by_role("tab", name="Upload or paste").click()
             page.locator("#run").click()
-            expect(page.locator("#status")).to_contain_text("Transcribed", timeout=60_000)
+            expect(page.locator("#status")).to_contain_text("Transcribed poilus_1.png", timeout=60_000)
+
+            # the sketch pad: a drawn scribble is transcribed (whatever it reads)
+            page.get_by_role("tab", name="Draw").click()
+            page.get_by_role("button", name="Brush").click()
+            box = page.locator("#input-sketch canvas").first.bounding_box()
+            x, y = box["x"] + 0.2 * box["width"], box["y"] + 0.5 * box["height"]
+            page.mouse.move(x, y)
+            page.mouse.down()
+            for i in range(40):
+                page.mouse.move(x + 12 * i, y + (15 if i % 4 < 2 else -15))
+            page.mouse.up()
+            page.locator("#run").click()
+            expect(page.locator("#status")).to_contain_text("Transcribed drawing", timeout=60_000)
         finally:
             browser.close()
     assert SCREENSHOT.stat().st_size > 10_000
