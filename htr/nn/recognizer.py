@@ -19,6 +19,7 @@ class RecognizerConfig:
     num_layers: int = 2
     bidirectional: bool = True
     dropout: float = 0.2            # between recurrent layers and before the classifier
+    gate_bias: float = -0.5         # relu_add only: initial gate-score bias b_s (see htr.nn.relu_add)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -41,7 +42,7 @@ class Recognizer(nn.Module):
         self.num_classes = num_classes
         self.encoder = CNNEncoder(config.height, config.channels, config.feature_size, dropout=config.dropout / 2)
         self.decoder = build_recurrent(config.cell, config.feature_size, config.hidden_size, config.num_layers,
-                                       config.bidirectional, config.dropout)
+                                       config.bidirectional, config.dropout, gate_bias=config.gate_bias)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(self.decoder.output_size, num_classes)
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from htr.errors import ShapeError, UnknownCellError
-from htr.nn.relu_add import ReluAddCell
+from htr.nn.relu_add import GATE_BIAS_INIT, ReluAddCell
 
 State = Union[Tensor, tuple[Tensor, Tensor]]
 CELLS = ("relu_add", "gru", "lstm")
@@ -102,10 +102,10 @@ class ReluAddRecurrent(RecurrentLayer):
     """Stacked, optionally bidirectional relu_add layers (see htr.nn.relu_add for the equations)."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False,
-                 dropout: float = 0.0, batch_first: bool = False) -> None:
+                 dropout: float = 0.0, batch_first: bool = False, gate_bias: float = GATE_BIAS_INIT) -> None:
         super().__init__(input_size, hidden_size, num_layers, bidirectional, dropout, batch_first)
         self.cells = nn.ModuleList(
-            ReluAddCell(input_size if k == 0 else self.output_size, hidden_size)
+            ReluAddCell(input_size if k == 0 else self.output_size, hidden_size, gate_bias)
             for k in range(num_layers) for _ in range(self.num_directions))
         self.between_layers = nn.Dropout(dropout)
 
@@ -130,11 +130,15 @@ class ReluAddRecurrent(RecurrentLayer):
 
 
 def build_recurrent(name: str, input_size: int, hidden_size: int, num_layers: int = 1,
-                    bidirectional: bool = False, dropout: float = 0.0, batch_first: bool = False) -> RecurrentLayer:
-    """Build a recurrent layer by cell name: one of relu_add, gru, lstm."""
+                    bidirectional: bool = False, dropout: float = 0.0, batch_first: bool = False,
+                    gate_bias: float = GATE_BIAS_INIT) -> RecurrentLayer:
+    """Build a recurrent layer by cell name: one of relu_add, gru, lstm.
+
+    gate_bias is relu_add's initial gate-score bias b_s (ignored by gru and lstm).
+    """
     kwargs = dict(num_layers=num_layers, bidirectional=bidirectional, dropout=dropout, batch_first=batch_first)
     if name == "relu_add":
-        return ReluAddRecurrent(input_size, hidden_size, **kwargs)
+        return ReluAddRecurrent(input_size, hidden_size, gate_bias=gate_bias, **kwargs)
     if name in ("gru", "lstm"):
         return TorchRecurrent(name, input_size, hidden_size, **kwargs)
     raise UnknownCellError(f"unknown recurrent cell {name!r}: expected one of {', '.join(CELLS)}")
