@@ -175,6 +175,8 @@ def speedups(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _times(x: float) -> str:
+    if 0.98 <= x <= 1.02:
+        return f"as fast ({x:.2f}×)"
     return f"{x:.2f}× faster" if x >= 1 else f"{1 / x:.2f}× slower"
 
 
@@ -341,7 +343,7 @@ def build_app(models: dict[str, Transcriber], repeats: int = REPEATS, concurrenc
         with gr.Row(equal_height=True):
             for n in names:
                 with gr.Column(min_width=220):
-                    cell_outputs.append(gr.Textbox(label=f"{n} ({models[n].cell})", lines=2, interactive=False,
+                    cell_outputs.append(gr.Textbox(label=f"{n} ({models[n].cell})", lines=2, interactive=False, placeholder="(no text)",
                                                    elem_id=f"text-{slug(n)}", buttons=["copy"]))
                     cell_outputs.append(gr.Markdown(elem_id=f"stats-{slug(n)}"))
         speed = gr.Markdown(elem_id="speedup")
@@ -353,7 +355,7 @@ def build_app(models: dict[str, Transcriber], repeats: int = REPEATS, concurrenc
             with gr.Column(scale=2):
                 plot_out = gr.BarPlot(pd.DataFrame(columns=["model", "stage", "ms"]), x="model", y="ms",
                                       color="stage", label="Latency per stage (ms)", elem_id="latency-plot",
-                                      y_title="ms", sort=None)
+                                      y_title="ms", sort=names)
         with gr.Accordion("Raw result (JSON, as the API returns it)", open=False):
             raw = gr.JSON()
         gr.Markdown(
