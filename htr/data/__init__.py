@@ -1,13 +1,24 @@
 """Data: readers per format (iam, rimes, folder, synthetic) -> LineSample lists -> one LineDataset ->
 ``collate`` batches; image loading/preprocessing (images), training augmentation (augment) and the
-LightningDataModules (datamodule)."""
-from htr.data.augment import AugmentConfig, Augmenter
-from htr.data.datamodule import (FolderDataModule, IAMDataModule, LineDataModule, RIMESDataModule,
-                                 SyntheticDataModule)
-from htr.data.dataset import LineDataset, LineSample, prepare_samples
-from htr.data.images import PreprocessConfig, collate, load_image, preprocess
-from htr.data.synthetic import SyntheticConfig, SyntheticLineDataset
+LightningDataModules (datamodule).
 
-__all__ = ["AugmentConfig", "Augmenter", "LineDataModule", "SyntheticDataModule", "FolderDataModule",
-           "IAMDataModule", "RIMESDataModule", "LineDataset", "LineSample", "prepare_samples",
-           "PreprocessConfig", "collate", "load_image", "preprocess", "SyntheticConfig", "SyntheticLineDataset"]
+Names are imported lazily: inference needs ``htr.data.images`` only, and must not pay for Lightning,
+albumentations and the font renderer at start-up.
+"""
+from importlib import import_module
+
+_EXPORTS = {
+    "AugmentConfig": "augment", "Augmenter": "augment",
+    "LineDataModule": "datamodule", "SyntheticDataModule": "datamodule", "FolderDataModule": "datamodule",
+    "IAMDataModule": "datamodule", "RIMESDataModule": "datamodule",
+    "LineDataset": "dataset", "LineSample": "dataset", "prepare_samples": "dataset",
+    "PreprocessConfig": "images", "collate": "images", "load_image": "images", "preprocess": "images",
+    "SyntheticConfig": "synthetic", "SyntheticLineDataset": "synthetic",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f"htr.data.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'htr.data' has no attribute {name!r}")

@@ -1,8 +1,18 @@
-"""Text side of recognition: the codec (characters <-> CTC indices), CTC decoding, a character LM, CER/WER."""
-from htr.text.codec import DEFAULT_CHARSET, Codec, clean_labels, normalize_text
-from htr.text.decoding import beam_search, decode_batch, greedy_decode
-from htr.text.lm import CharNgramLM
-from htr.text.metrics import ErrorRate, cer, wer
+"""Text side of recognition: the codec (characters <-> CTC indices), CTC decoding, a character LM, CER/WER.
 
-__all__ = ["DEFAULT_CHARSET", "Codec", "clean_labels", "normalize_text", "greedy_decode", "beam_search",
-           "decode_batch", "CharNgramLM", "ErrorRate", "cer", "wer"]
+Names are imported lazily (the metrics pull in torchmetrics, which inference does not need).
+"""
+from importlib import import_module
+
+_EXPORTS = {
+    "DEFAULT_CHARSET": "codec", "Codec": "codec", "clean_labels": "codec", "normalize_text": "codec",
+    "greedy_decode": "decoding", "beam_search": "decoding", "decode_batch": "decoding",
+    "CharNgramLM": "lm", "ErrorRate": "metrics", "cer": "metrics", "wer": "metrics",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f"htr.text.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'htr.text' has no attribute {name!r}")
