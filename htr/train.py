@@ -79,7 +79,7 @@ class HTRModule(pl.LightningModule):
         self.skipped_lines += skipped
         n = len(batch["texts"])
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        self.log("train/skipped_lines", float(self.skipped_lines), batch_size=n)
+        self.log("train/skipped_lines", float(self.skipped_lines), batch_size=n, sync_dist=True, reduce_fx="sum")
         return loss
 
     # ---- evaluation ---------------------------------------------------------------------------

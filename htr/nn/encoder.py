@@ -1,7 +1,9 @@
 """CNN encoder: a line image (N, 1, H, W) -> a feature sequence (T, N, F), T = W / 4.
 
-Conv blocks (3x3 conv, batch norm, ReLU) with pooling: two 2x2 pools, then height-only pools until
-the height is 4 or less; the remaining rows are flattened into the channel axis and projected to F.
+Conv blocks (3x3 conv, batch norm, ReLU) with pooling: 2x2 pools after the first two blocks, then a
+height-only pool after each later block while the height is above 4 (with the default four blocks at
+height 64: 64 -> 32 -> 16 -> 8 -> 4 rows); the remaining rows are flattened into the channel axis and
+projected to F.
 Keeping 4 px of width per frame leaves CTC about 5 frames per character on 64 px high cursive lines.
 """
 from __future__ import annotations
