@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("concrete.fhe", reason="concrete-python (the fhe extra) is not installed: "
-                                           "pip install -e .[fhe]")
+pytest.importorskip("concrete.fhe", exc_type=ImportError,  # also a broken install (e.g. no pkg_resources)
+                    reason="concrete-python (the fhe extra) is not installed or does not import: "
+                           "pip install -e .[fhe] (after torch; numpy<2, setuptools<81)")
 
 from htr.bench.fhe import DEFAULT_SPEC, make_cell, run_config  # noqa: E402
 from htr.fhe import circuits as C  # noqa: E402
