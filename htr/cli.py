@@ -136,7 +136,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 # ---- bench / app --------------------------------------------------------------------------------
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
-    from htr.bench import adding, cells, load
+    from htr.bench import adding, cells, fhe, load
     from htr.bench import app as bench_app  # light: gradio and the app are imported when the command runs
 
     bench = sub.add_parser("bench", help="benchmarks that print a table (or JSON with --json)")
@@ -147,6 +147,9 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     p = which.add_parser("adding", help="long-term memory: the adding problem for each cell, table and plot")
     adding.add_arguments(p)
     p.set_defaults(func=adding.main)
+    p = which.add_parser("fhe", help="encrypted (TFHE) relu_add vs GRU steps; --integer, --adding (needs the fhe extra)")
+    fhe.add_arguments(p)
+    p.set_defaults(func=fhe.main)
     p = which.add_parser("load", help="cold start: fresh process, load a shipped model, transcribe a line, exit")
     load.add_arguments(p)
     p.set_defaults(func=load.main)

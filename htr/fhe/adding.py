@@ -21,33 +21,9 @@ import torch
 from torch import nn
 
 from htr.fhe.quantize import ClearOps, QuantSpec, calibrate, quantize_inputs, quantize_relu_add
-from htr.nn import build_recurrent
+from htr.bench.adding import AddingModel, adding_batch
 
 E2E_SPEC = QuantSpec(input_bits=4, state_bits=4, weight_bits=4, acc_bits=5)
-
-
-def adding_data(n: int, steps: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs (T, n, 2) and targets (n,)."""
-    values = torch.rand(steps, n, generator=generator)
-    half = steps // 2
-    first = torch.randint(0, half, (n,), generator=generator)
-    second = torch.randint(half, steps, (n,), generator=generator)
-    markers = torch.zeros(steps, n)
-    cols = torch.arange(n)
-    markers[first, cols] = 1.0
-    markers[second, cols] = 1.0
-    return torch.stack([values, markers], dim=-1), (values * markers).sum(0)
-
-
-class AddingModel(nn.Module):
-    def __init__(self, hidden: int) -> None:
-        super().__init__()
-        self.rnn = build_recurrent("relu_add", 2, hidden)
-        self.head = nn.Linear(hidden, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, state = self.rnn(x)
-        return self.head(state[-1]).squeeze(-1)
 
 
 def train(hidden: int = 4, steps: int = 6, train_steps: int = 400, batch: int = 64, lr: float = 1e-2,
@@ -55,10 +31,10 @@ def train(hidden: int = 4, steps: int = 6, train_steps: int = 400, batch: int = 
     """Train on the adding problem. With quantized_inputs, values are rounded to that input grid."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = AddingModel(hidden)
+    model = AddingModel("relu_add", hidden)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in range(train_steps):
-        x, y = adding_data(batch, steps, gen)
+        x, y = adding_batch(batch, steps, gen)
         if quantized_inputs is not None:
             x = torch.round(x * quantized_inputs.qx) / quantized_inputs.qx
         loss = nn.functional.mse_loss(model(x), y)
@@ -82,15 +58,15 @@ def end_to_end(hidden: int = 4, steps: int = 6, train_steps: int = 400, spec: Qu
     t0 = time.perf_counter()
     model = model or train(hidden, steps, train_steps, seed=seed, quantized_inputs=spec)
     train_s = time.perf_counter() - t0
-    cell_f = model.rnn.cell(0)
+    cell_f = model.recurrent.cell(0)
     x_scale = 1.0 / spec.qx
     cell = quantize_relu_add(cell_f.weight_ih.detach(), cell_f.weight_hh.detach(), cell_f.bias.detach(),
                              spec, x_scale)
-    w_int, b_int, head_scale = quantize_head(model.head, spec.q)
+    w_int, b_int, head_scale = quantize_head(model.readout, spec.q)
     head = (w_int, b_int)
 
     gen = torch.Generator().manual_seed(seed + 1)
-    x, y = adding_data(test_size, steps, gen)
+    x, y = adding_batch(test_size, steps, gen)
     x_int = quantize_inputs(x.numpy(), spec, x_scale).transpose(1, 0, 2)  # (n, T, 2)
     with torch.no_grad():
         pred_f = model(torch.as_tensor(x_int.transpose(1, 0, 2) * x_scale, dtype=torch.float32)).numpy()
