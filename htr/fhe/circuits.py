@@ -11,7 +11,9 @@ Needs the optional extra: pip install -e .[fhe]
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -149,15 +151,35 @@ def clear_run(cell: IntReluAddCell | IntGRUCell, x: np.ndarray,
     return h
 
 
+_BUILD_ROOT: str | None = None
+
+
+def _build_root() -> str:
+    """One temporary folder per process for Concrete's compiled libraries, removed at exit.
+
+    Concrete builds every circuit in its own `tempfile.mkdtemp()` folder and never removes it
+    (`Circuit.cleanup` is a no-op in concrete-python 2.11); hundreds piled up in /tmp.
+    """
+    global _BUILD_ROOT
+    if _BUILD_ROOT is None:
+        _BUILD_ROOT = tempfile.mkdtemp(prefix="htr-fhe-build-")
+        atexit.register(shutil.rmtree, _BUILD_ROOT, True)
+    return _BUILD_ROOT
+
+
 def compile_cell(cell: IntReluAddCell | IntGRUCell, T: int, inputset, config=None,
                  head: tuple[np.ndarray, int] | None = None):
     """Compile the T-step circuit of `cell` on an inputset of integer sequences (T, I)."""
     fhe = import_fhe()
     compiler = fhe.Compiler(circuit_function(cell, T, head), {"x": "encrypted"})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return compiler.compile([np.asarray(x, dtype=np.int64) for x in inputset],
-                                configuration=config or configuration())
+    saved, tempfile.tempdir = tempfile.tempdir, _build_root()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return compiler.compile([np.asarray(x, dtype=np.int64) for x in inputset],
+                                    configuration=config or configuration())
+    finally:
+        tempfile.tempdir = saved
 
 
 def _bit_widths(circuit) -> dict[str, Any]:
