@@ -34,9 +34,14 @@ def import_fhe():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # concrete's namespace package still imports pkg_resources
         try:
+            import concrete.compiler
             import concrete.fhe as fhe
         except ImportError as err:  # pragma: no cover - depends on the environment
             raise ImportError(FHE_MISSING) from err
+    # concrete.compiler registers an exit handler that stops its dataflow runtime with a C-level
+    # exit(0): every later exit status (a failing test run, a CLI error) would read 0. htr never
+    # enables dataflow parallelisation, so that handler has nothing to stop.
+    atexit.unregister(concrete.compiler._terminate_df_parallelization)
     return fhe
 
 
