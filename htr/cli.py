@@ -141,21 +141,16 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
 
     bench = sub.add_parser("bench", help="benchmarks that print a table (or JSON with --json)")
     which = bench.add_subparsers(dest="bench", required=True)
-    p = which.add_parser("cells", help="relu_add vs nn.GRU vs nn.LSTM speed, inference and training step")
-    cells.add_arguments(p)
-    p.set_defaults(func=cells.main)
-    p = which.add_parser("adding", help="long-term memory: the adding problem for each cell, table and plot")
-    adding.add_arguments(p)
-    p.set_defaults(func=adding.main)
-    p = which.add_parser("fhe", help="encrypted (TFHE) relu_add vs GRU steps; --integer, --adding (needs the fhe extra)")
-    fhe.add_arguments(p)
-    p.set_defaults(func=fhe.main)
-    p = which.add_parser("load", help="cold start: fresh process, load a shipped model, transcribe a line, exit")
-    load.add_arguments(p)
-    p.set_defaults(func=load.main)
-    p = which.add_parser("app", help="the Gradio app under 20 concurrent gradio_client requests: p50/p95 latency")
-    bench_app.add_arguments(p)
-    p.set_defaults(func=bench_app.main)
+    for name, module, help_text in (
+        ("cells", cells, "relu_add vs nn.GRU vs nn.LSTM speed, inference and training step"),
+        ("adding", adding, "long-term memory: the adding problem for each cell, table and plot"),
+        ("fhe", fhe, "encrypted (TFHE) relu_add vs GRU steps; --integer, --adding (needs the fhe extra)"),
+        ("load", load, "cold start: fresh process, load a shipped model, transcribe a line, exit"),
+        ("app", bench_app, "the Gradio app under 20 concurrent gradio_client requests: p50/p95 latency"),
+    ):
+        p = which.add_parser(name, help=help_text)
+        module.add_arguments(p)
+        p.set_defaults(func=module.main)
 
 
 def _import_app(module: str):
