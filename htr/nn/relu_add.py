@@ -178,20 +178,6 @@ def _masked_step(h: Tensor, gates: Tensor, keep: Tensor) -> tuple[Tensor, Tensor
     return torch.where(keep, h_new, h), torch.where(keep, h_new, torch.zeros_like(h_new))
 
 
-_FUSED_STEP = None
-
-
-def _fused_masked_step():
-    """`_masked_step` compiled once per process (falls back to eager where compilation is unavailable)."""
-    global _FUSED_STEP
-    if _FUSED_STEP is None:
-        try:
-            _FUSED_STEP = torch.compile(_masked_step, dynamic=True)
-        except Exception:  # noqa: BLE001 - e.g. no compiler backend on this platform
-            _FUSED_STEP = _masked_step
-    return _FUSED_STEP
-
-
 class ReluAddCell(nn.Module):
     """One direction of one relu_add layer: parameters, a single step, and the whole sequence."""
 
@@ -235,15 +221,13 @@ class ReluAddCell(nn.Module):
         return self._forward_loop(xp, lengths, h0)
 
     def _forward_loop(self, xp: Tensor, lengths: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
-        """Fallback for accelerators without the Triton kernels (or other dtypes): a loop of torch ops
-        with the compiled kernels' semantics; on CUDA the element-wise part of each step is fused by
-        torch.compile."""
-        step = _fused_masked_step() if xp.is_cuda else _masked_step
+        """Fallback for accelerators without the Triton kernels (or dtypes other than float32): a loop
+        of torch ops with the compiled kernels' semantics; launch-bound, so many times slower."""
         h, outputs = h0, []
         valid = torch.arange(xp.shape[0], device=xp.device)[:, None] < lengths.to(xp.device)[None, :]  # (T, B)
         u_t = self.weight_hh.t()
         for t in range(xp.shape[0]):
-            h, out = step(h, xp[t] + h @ u_t, valid[t, :, None])
+            h, out = _masked_step(h, xp[t] + h @ u_t, valid[t, :, None])
             outputs.append(out)
         return torch.stack(outputs), h
 
