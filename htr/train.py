@@ -32,8 +32,9 @@ class HTRModule(pl.LightningModule):
         module by the CLI); lr/weight_decay: AdamW; warmup_steps: linear warm-up, then cosine decay to
         5 % of lr over the run; beam_width: decoding for validation/test/predict (1 = greedy);
         recurrent_on_cpu: on an accelerator, keep the recurrent decoder and classifier on the CPU, where
-        relu_add has compiled kernels (on CUDA its step-by-step loop is launch-bound: about 7x slower
-        than cuDNN's GRU); the encoder stays on the accelerator.
+        relu_add has compiled kernels (on CUDA its per-step loop is launch-bound: on an H100, a training
+        step of the default recogniser at batch 32 took 83 ms against 9 ms with cuDNN's GRU); the
+        encoder stays on the accelerator.
         """
         super().__init__()
         if isinstance(recognizer, dict):
