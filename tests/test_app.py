@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import struct
 import zlib
 from pathlib import Path
@@ -23,29 +22,16 @@ EXAMPLE = ui.EXAMPLES_DIR / "poilus_1.png"
 PARAGRAPH = ui.EXAMPLES_DIR / "poilus_paragraph.png"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="module")
+def models(app_models):
+    return app_models
 
 
 @pytest.fixture(scope="module")
-def models():
-    if not shipped_models():
-        pytest.skip("no shipped models in htr/models")
-    return ui.load_models()
-
-
-@pytest.fixture(scope="module")
-def client(models):
+def client(app_url):
     from gradio_client import Client
 
-    demo = ui.build_app(models, repeats=1)
-    url = ui.serve(demo, "127.0.0.1", free_port(), block=False, quiet=True)
-    try:
-        yield Client(url, verbose=False)
-    finally:
-        demo.close()
+    return Client(app_url, verbose=False)
 
 
 def call(client, path, decoder="greedy", names=None, layout="auto", beam_width=10):

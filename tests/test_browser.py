@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from pathlib import Path
 
 import pytest
@@ -28,36 +27,13 @@ pytestmark = [pytest.mark.browser,
                                  "(apt-get install chromium; .ci/run does it)")]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def app_url():
-    from app import ui
-    from htr.inference import shipped_models
-
-    if not shipped_models():
-        pytest.skip("no shipped models in htr/models")
-    models = ui.load_models()
-    names = list(models)
-    demo = ui.build_app(models, repeats=1)
-    url = ui.serve(demo, "127.0.0.1", free_port(), block=False, quiet=True)
-    try:
-        yield url, names
-    finally:
-        demo.close()
-
-
-def test_transcribe_an_example_in_chromium(app_url, tmp_path):
+def test_transcribe_an_example_in_chromium(app_url, app_models, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     from app import ui
     from htr.inference import load_model
 
-    url, names = app_url
+    url, names = app_url, list(app_models)
     example = ui.EXAMPLES_DIR / "poilus_1.png"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
