@@ -219,9 +219,9 @@ def test_gradcheck_cell_with_initial_state(driver, reverse):
     assert torch.autograd.gradcheck(f, (x, h0, *params), eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
-def test_cached_recurrent_weight_sees_in_place_data_updates():
+def test_recurrent_weight_sees_in_place_data_updates():
     """Changing U in place through .data (gradcheck, weight clamping, old-style EMA code) changes the
-    output: the kernels read U itself (through a transposed view), nothing derived from it is cached."""
+    output: the kernels read U's own memory, nothing derived from it is cached."""
     torch.manual_seed(7)
     layer = randomize_(build_recurrent("relu_add", 3, 4), seed=7)
     x = torch.randn(6, 2, 3)
@@ -234,7 +234,7 @@ def test_cached_recurrent_weight_sees_in_place_data_updates():
     torch.testing.assert_close(after, expected, atol=1e-5, rtol=0)
 
 
-def test_cached_recurrent_weight_follows_optimizer_and_load():
+def test_recurrent_weight_follows_optimizer_and_load():
     """The supported ways of changing U (optimiser steps, load_state_dict, no_grad in-place ops)."""
     torch.manual_seed(8)
     layer = randomize_(build_recurrent("relu_add", 3, 4), seed=8)
@@ -250,6 +250,34 @@ def test_cached_recurrent_weight_follows_optimizer_and_load():
         other = randomize_(build_recurrent("relu_add", 3, 4), seed=9)
         layer.load_state_dict(other.state_dict())
         torch.testing.assert_close(layer(x)[0], other(x)[0], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_inference_path_matches_training_path(driver, reverse):
+    """Without autograd the layer takes a leaner path (no saved states or gates): same numbers."""
+    torch.manual_seed(10)
+    cell = randomize_(ReluAddCell(3, 6), scale=0.5)
+    x, h0 = torch.randn(7, 5, 3), torch.rand(5, 6) - 0.5
+    with torch.no_grad():
+        out_infer, h_infer = cell(x, LENGTHS, h0, reverse=reverse)
+    out_train, h_train = cell(x.requires_grad_(), LENGTHS, h0, reverse=reverse)
+    assert out_train.requires_grad
+    torch.testing.assert_close(out_infer, out_train.detach(), atol=0, rtol=0)
+    torch.testing.assert_close(h_infer, h_train.detach(), atol=0, rtol=0)
+
+
+def test_recurrent_weight_layout_changes_speed_only():
+    """U is stored as U^T in memory (no transposed copy per call); a contiguous U gives the same result."""
+    torch.manual_seed(11)
+    cell = randomize_(ReluAddCell(3, 6), scale=0.5)
+    assert cell.weight_hh.shape == (12, 6) and cell.weight_hh.t().is_contiguous()
+    x = torch.randn(7, 5, 3)
+    with torch.no_grad():
+        expected, _ = cell(x, LENGTHS, torch.zeros(5, 6))
+        cell.weight_hh.data = cell.weight_hh.data.contiguous()
+        assert not cell.weight_hh.t().is_contiguous()
+        out, _ = cell(x, LENGTHS, torch.zeros(5, 6))
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -57,8 +57,9 @@ def _step(h_prev, s, a):
 
 
 @njit(cache=True)
-def forward_step(t, hu, xp, lengths, reverse, h_prev, h_new, out, gates):
-    """Element-wise part of step t, given hu = h_{t-1} U^T (B, 2H). Writes h_new, out, gates[t]."""
+def forward_step(t, hu, xp, lengths, reverse, h_prev, h_new, out, gates_t):
+    """Element-wise part of step t, given hu = h_{t-1} U^T (B, 2H). Writes h_new, out[.] and gates_t
+    (B, 2H), the pre-activations of this step (gates_t may be hu itself when they need not be kept)."""
     B, H2 = hu.shape
     H = H2 // 2
     for b in range(B):
@@ -69,9 +70,9 @@ def forward_step(t, hu, xp, lengths, reverse, h_prev, h_new, out, gates):
             continue
         tb = lengths[b] - 1 - t if reverse else t  # time index read and written for this step
         for j in range(H2):
-            gates[t, b, j] = hu[b, j] + xp[tb, b, j]
+            gates_t[b, j] = hu[b, j] + xp[tb, b, j]
         for j in range(H):
-            hn, _, _ = _step(h_prev[b, j], gates[t, b, j], gates[t, b, H + j])
+            hn, _, _ = _step(h_prev[b, j], gates_t[b, j], gates_t[b, H + j])
             h_new[b, j] = hn
             out[tb, b, j] = hn
 
@@ -129,7 +130,21 @@ def relu_add_forward(xp, u_t, lengths, reverse, out, states, gates):
     hu = np.empty((B, H2), dtype=xp.dtype)
     for t in range(T):
         np.dot(states[t], u_t, hu)  # (B, H) @ (H, 2H) -> (B, 2H)
-        forward_step(t, hu, xp, lengths, reverse, states[t], states[t + 1], out, gates)
+        forward_step(t, hu, xp, lengths, reverse, states[t], states[t + 1], out, gates[t])
+
+
+@njit(cache=True)
+def relu_add_infer(xp, u_t, lengths, reverse, h, out):
+    """`relu_add_forward` for inference: nothing kept for a backward, so the state lives in two
+    (B, H) buffers and the pre-activations in one (B, 2H) row. h (B, H) is h_0 on entry; returns h_n."""
+    T, B, H2 = xp.shape
+    hu = np.empty((B, H2), dtype=xp.dtype)
+    h, h_next = h.copy(), np.empty_like(h)
+    for t in range(T):
+        np.dot(h, u_t, hu)  # (B, H) @ (H, 2H) -> (B, 2H)
+        forward_step(t, hu, xp, lengths, reverse, h, h_next, out, hu)
+        h, h_next = h_next, h
+    return h
 
 
 @njit(cache=True)
