@@ -199,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lm-order", type=int, default=6)
     p.set_defaults(func=cmd_export)
 
+    from htr import curves
+
+    p = sub.add_parser("curves", help="plot a validation metric against steps from runs' CSV logs (PNG)")
+    curves.add_arguments(p)
+    p.set_defaults(func=curves.main)
+
     _bench_parser(sub)
     _app_parser(sub)
     return parser

@@ -28,3 +28,7 @@ class DatasetError(HTRError, ValueError):
 
 class CheckpointError(HTRError, ValueError):
     """A checkpoint or shipped model that cannot be loaded."""
+
+
+class RunLogError(HTRError, ValueError):
+    """A training run's log directory without the expected CSV log or column."""

@@ -5,12 +5,15 @@ Everything runs on tiny synthetic data and a tiny network so the file stays fast
 """
 import csv
 import json
+import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 import yaml
+from pytorch_lightning.callbacks import Timer
 
 from htr.cli import main
 from htr.data.images import PreprocessConfig, collate
@@ -94,7 +97,7 @@ def test_checkpoints(run, tmp_path):
 
     module = HTRModule.load_from_checkpoint(last, map_location="cpu").eval()  # Lightning's own loading
     torch.manual_seed(0)
-    images, widths = torch.rand(2, 1, 64, 96), torch.tensor([96, 60])
+    images, widths = torch.rand(2, 1, model.net.config.height, 96), torch.tensor([96, 60])
     with torch.no_grad():
         a, frames = model.net(images, widths)
         b, _ = shipped.net(images, widths)
@@ -193,6 +196,24 @@ def make_batch(module: HTRModule, lines: list[tuple[int, str]], height=32) -> di
                     for w, t in lines], pad_to_multiple=8)
 
 
+class _HalfwayTimer(Timer):
+    """A 20-minute budget, 10 minutes of which have run."""
+
+    def time_elapsed(self, stage: str = "train") -> float:
+        return 600.0
+
+
+@pytest.mark.parametrize("callbacks, expected", [
+    ([], 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 800 / 19800))),  # steps: 4 % of the cosine
+    ([_HalfwayTimer(duration="00:00:20:00")], 0.05 + 0.95 * 0.5)])      # time: half of the budget
+def test_cosine_schedule_follows_steps_or_time_budget(callbacks, expected):
+    module = tiny_module()  # warmup_steps 200
+    module.trainer = SimpleNamespace(estimated_stepping_batches=20000, callbacks=callbacks)
+    schedule = module.configure_optimizers()["lr_scheduler"]["scheduler"].lr_lambdas[0]
+    assert schedule(99) == pytest.approx(0.5)  # linear warm-up either way
+    assert schedule(1000) == pytest.approx(expected)
+
+
 def test_ctc_feasible():
     t = [torch.tensor(x) for x in ([1, 2, 3], [4, 4], [4, 4], [5, 5, 5], [])]
     # 3 distinct characters need 3 frames; "aa" needs a blank between: 3; "aaa": 5; an empty label: 0
@@ -206,7 +227,8 @@ def test_ctc_loss_skips_lines_that_cannot_fit():
     batch = make_batch(module, [(8, "twelve chars"), (200, "ok line")])
     loss, log_probs, frames, skipped = module.ctc_loss(batch)
     assert skipped == 1 and frames.tolist() == [2, 50] and torch.isfinite(loss)
-    alone, *_, none_skipped = module.ctc_loss(make_batch(module, [(200, "ok line")]))
+    kept = {"image": batch["images"][1], "target": module.codec.encode("ok line"), "text": "ok line"}
+    alone, *_, none_skipped = module.ctc_loss(collate([kept], pad_to_multiple=8))  # the same image alone
     assert none_skipped == 0 and torch.allclose(loss, alone)  # the mean runs over the kept line only
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in module.parameters() if p.grad is not None)
