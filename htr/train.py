@@ -31,7 +31,8 @@ class HTRModule(pl.LightningModule):
         """
         recognizer: the network (cell, sizes); charset: the codec's characters (linked from the data
         module by the CLI); lr/weight_decay: AdamW; warmup_steps: linear warm-up, then cosine decay to
-        5 % of lr over the run (max_steps, or trainer.max_time when that budget ends first); beam_width: decoding for validation/test/predict (1 = greedy);
+        5 % of lr over the run (max_steps, or trainer.max_time when that budget ends first);
+        beam_width: decoding for validation/test/predict (1 = greedy);
         recurrent_on_cpu: on an accelerator, keep the recurrent decoder and classifier on the CPU, where
         relu_add has compiled kernels (on CUDA its per-step loop is launch-bound: on an H100, a training
         step of the default recogniser at batch 32 took 83 ms against 9 ms with cuDNN's GRU); the

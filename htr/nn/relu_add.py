@@ -140,8 +140,8 @@ def _sequence_forward(xp: Tensor, u: Tensor, h0: Tensor, lengths: Tensor, revers
 
 
 def _sequence_infer(xp: Tensor, u: Tensor, h0: Tensor, lengths: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
-    """`_sequence_forward` on CPU when no gradient is needed: keeps neither states nor gates, and skips
-    the autograd machinery (a tenth of the time of a batch-1 call). Returns outputs (T, B, H), h_n (B, H)."""
+    """`_sequence_forward` on CPU when no gradient is needed: keeps neither states nor gates and skips
+    the autograd Function, which matter at batch 1. Returns outputs (T, B, H), h_n (B, H)."""
     T, B, H2 = xp.shape
     xp_np, lengths_np = _np(xp.contiguous()), lengths.numpy()
     out = xp.new_empty(T, B, H2 // 2)
