@@ -332,6 +332,25 @@ def test_padding_content_does_not_matter(name):
     assert grad[~pad].abs().sum() > 0
 
 
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+@pytest.mark.parametrize("train", [False, True])
+def test_outputs_only_path_matches_packed(name, train):
+    """final_state=False runs torch's layers padded, each direction apart (the recogniser's CPU path):
+    the same outputs and gradients as the packed run."""
+    torch.manual_seed(13)
+    layer = build_recurrent(name, 3, 4, num_layers=2, bidirectional=True).double().train(train)  # dropout 0
+    lengths = torch.tensor([7, 2, 5, 1, 7])
+    x = torch.randn(7, 5, 3, dtype=torch.float64, requires_grad=True)
+    packed, _ = layer(x, lengths)
+    padded, state = layer(x, lengths, final_state=False)
+    assert state is None
+    torch.testing.assert_close(padded, packed, atol=1e-12, rtol=0)
+    weights = torch.randn_like(packed)
+    (g_packed,) = torch.autograd.grad((packed * weights).sum(), [x])
+    (g_padded,) = torch.autograd.grad((padded * weights).sum(), [x])
+    torch.testing.assert_close(g_padded, g_packed, atol=1e-12, rtol=0)
+
+
 def test_padding_both_drivers_relu_add(driver):
     """The same for relu_add with each driver, including batches above the driver switch."""
     torch.manual_seed(12)

@@ -166,7 +166,7 @@ class IntegerReluAdd(RecurrentLayer):
             x_scale = 1.0 / self.Q
         return x_int, np.stack(finals)
 
-    def _run(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    def _run(self, x: Tensor, lengths: Tensor, final_state: bool = True) -> tuple[Tensor, Tensor]:
         out, finals = self.forward_int(x.detach().float().cpu().numpy(), lengths.numpy())
         scale = 1.0 / self.Q
         return (torch.from_numpy(out.astype(np.float32) * scale).to(x.device),
