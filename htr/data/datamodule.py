@@ -23,7 +23,7 @@ from htr.data.folder import read_folder
 from htr.data.iam import read_iam
 from htr.data.images import PreprocessConfig, collate
 from htr.data.rimes import read_rimes_xml, split_pages
-from htr.data.synthetic import SyntheticConfig, SyntheticLineDataset, font_size_for
+from htr.data.synthetic import SyntheticConfig, SyntheticLineDataset
 from htr.errors import DatasetError
 from htr.text.codec import DEFAULT_CHARSET, Codec, UnknownRule
 
@@ -108,8 +108,7 @@ class LineDataModule(pl.LightningDataModule):
         ds: Dataset = LineDataset(kept, self.codec, self.preprocess_config, augmenter, self.bad_images, stats)
         if train and self.synthetic_ratio > 0:
             n = max(1, round(self.synthetic_ratio * len(kept)))
-            synth = SyntheticLineDataset("train", self.codec, SyntheticConfig(seed=self.synthetic_seed, train_size=n,
-                                                                              font_size=font_size_for(self.height)),
+            synth = SyntheticLineDataset("train", self.codec, SyntheticConfig(seed=self.synthetic_seed, train_size=n),
                                          self.preprocess_config, augmenter)
             log.info("%s: %d real + %d synthetic training lines", self.describe(split), len(kept), n)
             ds = ConcatDataset([ds, synth])
@@ -169,8 +168,7 @@ class SyntheticDataModule(LineDataModule):
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.synthetic_config = SyntheticConfig(seed=seed, train_size=train_size, val_size=val_size,
-                                                val_fonts=tuple(val_fonts), system_fonts=system_fonts,
-                                                font_size=font_size_for(self.height))
+                                                val_fonts=tuple(val_fonts), system_fonts=system_fonts)
         self.test_size = test_size
 
     def read_split_available(self, split: Split) -> bool:

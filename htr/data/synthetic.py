@@ -111,7 +111,7 @@ class SyntheticConfig:
     locales: tuple[str, ...] = ("en_US", "fr_FR")
     min_chars: int = 6
     max_chars: int = 60
-    font_size: tuple[int, int] = (36, 60)  # px, inclusive range; suits height 64, see font_size_for
+    font_size: tuple[int, int] = (36, 60)  # px, inclusive range
     slant: float = 0.3  # max |horizontal shear| (x shift per px of height)
     rotate_deg: float = 1.5
     stroke_p: float = 0.25  # probability of a thicker pen (stroke width 1)
@@ -121,13 +121,6 @@ class SyntheticConfig:
     noise_std: tuple[float, float] = (0.0, 8.0)
     pad: tuple[int, int] = (4, 12)  # px kept around the ink after cropping
     case_p: float = 0.1  # probability each of an all-upper and an all-lower line
-
-
-def font_size_for(height: int) -> tuple[int, int]:
-    """The font-size range whose lines keep the same detail after scaling to ``height``: the default
-    (36, 60) px at 64 rows, in proportion elsewhere (rendering time grows with the pixels drawn)."""
-    lo, hi = SyntheticConfig.font_size
-    return max(8, round(lo * height / 64)), max(9, round(hi * height / 64))
 
 
 class TextSampler:

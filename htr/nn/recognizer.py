@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass, field
 
 from torch import Tensor, nn
 
-from htr.nn.encoder import CNNEncoder, Downsample
+from htr.nn.encoder import CNNEncoder
 from htr.nn.recurrent import build_recurrent
 
 
@@ -14,7 +14,6 @@ class RecognizerConfig:
     cell: str = "relu_add"          # recurrent decoder: relu_add | gru | lstm
     height: int = 64                # input line height in px (must match the data's)
     channels: tuple[int, ...] = field(default=(16, 32, 64, 96))  # CNN blocks (light: CPU training)
-    downsample: Downsample = "stride"    # encoder's 2x2 reductions: "stride" (conv) or "pool" (first shipped models)
     feature_size: int = 256         # encoder output per frame
     hidden_size: int = 128          # recurrent units per direction
     num_layers: int = 2
@@ -32,7 +31,6 @@ class RecognizerConfig:
     def from_dict(cls, d: dict) -> "RecognizerConfig":
         d = dict(d)
         d["channels"] = tuple(d.get("channels", cls.channels))
-        d.setdefault("downsample", "pool")  # saved before the option existed: the layout of that time
         return cls(**d)
 
 
@@ -43,8 +41,7 @@ class Recognizer(nn.Module):
         super().__init__()
         self.config = config
         self.num_classes = num_classes
-        self.encoder = CNNEncoder(config.height, config.channels, config.feature_size, dropout=config.dropout / 2,
-                                  downsample=config.downsample)
+        self.encoder = CNNEncoder(config.height, config.channels, config.feature_size, dropout=config.dropout / 2)
         self.decoder = build_recurrent(config.cell, config.feature_size, config.hidden_size, config.num_layers,
                                        config.bidirectional, config.dropout, gate_bias=config.gate_bias)
         self.dropout = nn.Dropout(config.dropout)
@@ -61,7 +58,7 @@ class Recognizer(nn.Module):
         the features follow it.
         """
         features = features.to(self.classifier.weight.device)
-        hidden, _ = self.decoder(features, lengths, final_state=False)  # (T, N, F) -> (T, N, D*H)
+        hidden, _ = self.decoder(features, lengths)  # (T, N, F) -> (T, N, D*H)
         return self.classifier(self.dropout(hidden)).log_softmax(-1)  # (T, N, D*H) -> (T, N, C)
 
     def forward(self, images: Tensor, widths: Tensor) -> tuple[Tensor, Tensor]:
