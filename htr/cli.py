@@ -62,7 +62,10 @@ def run_lightning(argv: list[str]) -> None:
         def before_predict(self) -> None:
             self.trainer.callbacks.append(TSVPredictionWriter(self.config["predict"]["predictions"]))
 
-    HTRCLI(HTRModule, LineDataModule, subclass_mode_data=True, args=argv, seed_everything_default=0,
+    # From the shell the arguments are sys.argv's: let LightningCLI read them itself (passing both
+    # makes it warn that they may differ).
+    args = None if argv == sys.argv[1:] else argv
+    HTRCLI(HTRModule, LineDataModule, subclass_mode_data=True, args=args, seed_everything_default=0,
            save_config_kwargs={"overwrite": True},
            trainer_defaults={
                "callbacks": [ModelCheckpoint(monitor="val/cer", mode="min", save_last=True, save_top_k=1,

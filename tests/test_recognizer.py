@@ -91,3 +91,20 @@ def test_config_round_trip_and_unknown_cell():
     assert RecognizerConfig.from_dict({"cell": "lstm"}) == RecognizerConfig(cell="lstm")
     with pytest.raises(UnknownCellError, match="relu_add"):
         Recognizer(RecognizerConfig(cell="rnn"), num_classes=5)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_recognizer_runs_torch_layers_unpacked_on_cpu(cell, monkeypatch):
+    """The recogniser needs only the decoder's outputs, so on CPU gru and lstm take the padded path
+    (packing is 2.5-4x slower there); a caller that wants final states still gets them packed."""
+    import htr.nn.recurrent as recurrent
+
+    def no_packing(*args, **kwargs):
+        raise AssertionError("packed the batch")
+
+    monkeypatch.setattr(recurrent, "pack_padded_sequence", no_packing)
+    net = Recognizer(RecognizerConfig(cell=cell, height=16, **SMALL), num_classes=5).train()
+    log_probs, _ = net(torch.randn(3, 1, 16, 40), torch.tensor([40, 24, 12]))
+    log_probs.sum().backward()
+    with pytest.raises(AssertionError, match="packed"):
+        net.decoder(torch.randn(10, 3, 16), torch.tensor([10, 6, 3]))  # final states wanted

@@ -58,7 +58,7 @@ class Recognizer(nn.Module):
         the features follow it.
         """
         features = features.to(self.classifier.weight.device)
-        hidden, _ = self.decoder(features, lengths)  # (T, N, F) -> (T, N, D*H)
+        hidden, _ = self.decoder(features, lengths, final_state=False)  # (T, N, F) -> (T, N, D*H)
         return self.classifier(self.dropout(hidden)).log_softmax(-1)  # (T, N, D*H) -> (T, N, C)
 
     def forward(self, images: Tensor, widths: Tensor) -> tuple[Tensor, Tensor]:
