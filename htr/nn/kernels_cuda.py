@@ -20,28 +20,42 @@ def _clip(v):
 
 
 @triton.jit
-def _forward_step_kernel(t, hu_ptr, xp_ptr, len_ptr, h_prev_ptr, h_new_ptr, out_ptr, gates_ptr, B, H,
-                         REVERSE: tl.constexpr, BLOCK: tl.constexpr):
+def _step(h_prev, s, a):
+    """One step's element-wise part: candidate n, inhibitions p and q, pre-clip sum z."""
+    n = _clip(a)
+    p = tl.maximum(s, 0.0)
+    q = tl.maximum(-s, 0.0)
+    z = (tl.maximum(h_prev - p, 0.0) - tl.maximum(-h_prev - p, 0.0)) + (tl.maximum(n - q, 0.0) - tl.maximum(-n - q, 0.0))
+    return n, p, q, z
+
+
+@triton.jit
+def _lanes(t, len_ptr, B, H, REVERSE: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's BLOCK units of the (B, H) state: flat index, row b, unit j, in-range and
+    still-running masks, and the time index tb that step t reads and writes (padding keeps t)."""
     idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     inside = idx < B * H
     b = idx // H
     j = idx % H
     length = tl.load(len_ptr + b, mask=inside, other=0)
     live = inside & (t < length)
-    if REVERSE:  # time index read and written by this step (padding positions keep t)
+    if REVERSE:
         tb = length - 1 - t
     else:
         tb = length * 0 + t
-    tb = tl.where(live, tb, t)
+    return idx, b, j, inside, live, tl.where(live, tb, t)
+
+
+@triton.jit
+def _forward_step_kernel(t, hu_ptr, xp_ptr, len_ptr, h_prev_ptr, h_new_ptr, out_ptr, gates_ptr, B, H,
+                         REVERSE: tl.constexpr, BLOCK: tl.constexpr):
+    idx, b, j, inside, live, tb = _lanes(t, len_ptr, B, H, REVERSE, BLOCK)
     h_prev = tl.load(h_prev_ptr + idx, mask=inside, other=0.0)
     s = tl.load(hu_ptr + b * 2 * H + j, mask=live, other=0.0) + tl.load(xp_ptr + (tb * B + b) * 2 * H + j, mask=live, other=0.0)
     a = tl.load(hu_ptr + b * 2 * H + H + j, mask=live, other=0.0) + tl.load(xp_ptr + (tb * B + b) * 2 * H + H + j, mask=live, other=0.0)
     tl.store(gates_ptr + (t * B + b) * 2 * H + j, s, mask=live)
     tl.store(gates_ptr + (t * B + b) * 2 * H + H + j, a, mask=live)
-    n = _clip(a)
-    p = tl.maximum(s, 0.0)
-    q = tl.maximum(-s, 0.0)
-    z = (tl.maximum(h_prev - p, 0.0) - tl.maximum(-h_prev - p, 0.0)) + (tl.maximum(n - q, 0.0) - tl.maximum(-n - q, 0.0))
+    n, p, q, z = _step(h_prev, s, a)
     h = _clip(z)
     tl.store(h_new_ptr + idx, tl.where(live, h, h_prev), mask=inside)
     tl.store(out_ptr + (tb * B + b) * H + j, tl.where(live, h, 0.0), mask=inside)
@@ -50,26 +64,13 @@ def _forward_step_kernel(t, hu_ptr, xp_ptr, len_ptr, h_prev_ptr, h_new_ptr, out_
 @triton.jit
 def _backward_step_kernel(t, dh_ptr, gates_ptr, states_ptr, len_ptr, grad_out_ptr, grad_gates_ptr, B, H,
                           REVERSE: tl.constexpr, BLOCK: tl.constexpr):
-    idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    inside = idx < B * H
-    b = idx // H
-    j = idx % H
-    length = tl.load(len_ptr + b, mask=inside, other=0)
-    live = inside & (t < length)
-    if REVERSE:  # time index read and written by this step (padding positions keep t)
-        tb = length - 1 - t
-    else:
-        tb = length * 0 + t
-    tb = tl.where(live, tb, t)
+    idx, b, j, inside, live, tb = _lanes(t, len_ptr, B, H, REVERSE, BLOCK)
     hp = tl.load(states_ptr + (t * B + b) * H + j, mask=live, other=0.0)
     s = tl.load(gates_ptr + (t * B + b) * 2 * H + j, mask=live, other=0.0)
     a = tl.load(gates_ptr + (t * B + b) * 2 * H + H + j, mask=live, other=0.0)
     dh = tl.load(dh_ptr + idx, mask=inside, other=0.0)
     go = tl.load(grad_out_ptr + (tb * B + b) * H + j, mask=live, other=0.0)
-    n = _clip(a)
-    p = tl.maximum(s, 0.0)
-    q = tl.maximum(-s, 0.0)
-    z = (tl.maximum(hp - p, 0.0) - tl.maximum(-hp - p, 0.0)) + (tl.maximum(n - q, 0.0) - tl.maximum(-n - q, 0.0))
+    n, p, q, z = _step(hp, s, a)
     dz = (dh + go) * ((z + 1.0 > 0.0).to(tl.float32) - (z - 1.0 > 0.0).to(tl.float32))
     hp_pos = (hp - p > 0.0).to(tl.float32)
     hp_neg = (-hp - p > 0.0).to(tl.float32)
