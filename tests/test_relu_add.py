@@ -19,6 +19,7 @@ from torch import nn
 import htr.nn.relu_add as relu_add_mod
 from htr.errors import ShapeError, UnknownCellError
 from htr.nn import build_recurrent
+from htr.nn.recurrent import TorchRecurrent
 from htr.nn.relu_add import ReluAddCell, reverse_padded
 
 CELLS = ("relu_add", "gru", "lstm")
@@ -548,6 +549,29 @@ def test_bad_construction_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build_recurrent("relu_add", **args)
 
+
+
+def test_lstm_forget_bias_sets_only_the_forget_gate_rows():
+    H = 4
+    torch.manual_seed(0)
+    plain = build_recurrent("lstm", 8, H, num_layers=2, bidirectional=True)
+    torch.manual_seed(0)
+    biased = build_recurrent("lstm", 8, H, num_layers=2, bidirectional=True, forget_bias=1.0)
+    forget = slice(H, 2 * H)  # torch's gate order: input, forget, cell, output
+    names = [n for n, _ in plain.rnn.named_parameters() if n.startswith("bias_")]
+    assert len(names) == 8  # 2 layers x 2 directions x (ih, hh)
+    for name in names:
+        before, after = getattr(plain.rnn, name), getattr(biased.rnn, name)
+        assert torch.all(after[forget] == (1.0 if name.startswith("bias_ih") else 0.0)), name
+        keep = torch.ones(4 * H, dtype=torch.bool)
+        keep[forget] = False
+        assert torch.equal(before[keep], after[keep]), name
+    # A zero input and state now open every forget gate to sigmoid(1), as Keras' unit_forget_bias does.
+    cell_bias = biased.rnn.bias_ih_l0 + biased.rnn.bias_hh_l0
+    assert torch.allclose(torch.sigmoid(cell_bias[forget]), torch.full((H,), math.exp(1) / (1 + math.exp(1))))
+    with pytest.raises(ValueError, match="lstm initialisation.*'gru'"):
+        TorchRecurrent("gru", 8, H, forget_bias=1.0)
+    assert build_recurrent("gru", 8, H, forget_bias=1.0).rnn.bias_ih_l0.abs().max() < 1  # ignored by gru
 
 # --------------------------------------------------------------------------------------------------
 # 8. No multiplication of two data-dependent values

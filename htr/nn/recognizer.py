@@ -21,6 +21,8 @@ class RecognizerConfig:
     dropout: float = 0.2            # between recurrent layers and before the classifier
     gate_bias: float = 1.0          # relu_add only: initial gate-score bias b_s; +1 starts forgetful,
                                     # which trains faster on lines than -0.5 or -1 (see htr.nn.relu_add)
+    lstm_forget_bias: float | None = 1.0  # lstm only: initial forget-gate bias (remember at first, as
+                                    # Keras does by default); None keeps torch's uniform init
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -43,7 +45,8 @@ class Recognizer(nn.Module):
         self.num_classes = num_classes
         self.encoder = CNNEncoder(config.height, config.channels, config.feature_size, dropout=config.dropout / 2)
         self.decoder = build_recurrent(config.cell, config.feature_size, config.hidden_size, config.num_layers,
-                                       config.bidirectional, config.dropout, gate_bias=config.gate_bias)
+                                       config.bidirectional, config.dropout, gate_bias=config.gate_bias,
+                                       forget_bias=config.lstm_forget_bias)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(self.decoder.output_size, num_classes)
 

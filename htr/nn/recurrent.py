@@ -103,11 +103,27 @@ class TorchRecurrent(RecurrentLayer):
     """
 
     def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
-                 bidirectional: bool = False, dropout: float = 0.0, batch_first: bool = False) -> None:
+                 bidirectional: bool = False, dropout: float = 0.0, batch_first: bool = False,
+                 forget_bias: float | None = None) -> None:
         super().__init__(input_size, hidden_size, num_layers, bidirectional, dropout, batch_first)
         module = {"gru": nn.GRU, "lstm": nn.LSTM}[cell]
         self.rnn = module(input_size, hidden_size, num_layers=num_layers, bidirectional=bidirectional,
                           dropout=dropout if num_layers > 1 else 0.0)
+        if forget_bias is not None:
+            if cell != "lstm":
+                raise ValueError(f"forget_bias is an lstm initialisation, got it for cell {cell!r}")
+            self._init_forget_bias(forget_bias)
+
+    @torch.no_grad()
+    def _init_forget_bias(self, value: float) -> None:
+        """Start every forget gate at sigmoid(value) (Jozefowicz et al. 2015; Keras' unit_forget_bias).
+
+        torch orders an LSTM's gate rows (input, forget, cell, output) and adds bias_ih and bias_hh.
+        """
+        H = self.hidden_size
+        for name, bias in self.rnn.named_parameters():
+            if name.startswith("bias_"):
+                bias[H:2 * H] = value if name.startswith("bias_ih") else 0.0
 
     def _run(self, x: Tensor, lengths: Tensor, final_state: bool) -> tuple[Tensor, State | None]:
         T = x.shape[0]
@@ -180,14 +196,17 @@ class ReluAddRecurrent(RecurrentLayer):
 
 def build_recurrent(name: str, input_size: int, hidden_size: int, num_layers: int = 1,
                     bidirectional: bool = False, dropout: float = 0.0, batch_first: bool = False,
-                    gate_bias: float = GATE_BIAS_INIT) -> RecurrentLayer:
+                    gate_bias: float = GATE_BIAS_INIT, forget_bias: float | None = None) -> RecurrentLayer:
     """Build a recurrent layer by cell name: one of relu_add, gru, lstm.
 
-    gate_bias is relu_add's initial gate-score bias b_s (ignored by gru and lstm).
+    gate_bias is relu_add's initial gate-score bias b_s; forget_bias, when given, lstm's initial
+    forget-gate bias (torch's default init otherwise). Each is ignored by the other cells.
     """
     kwargs = dict(num_layers=num_layers, bidirectional=bidirectional, dropout=dropout, batch_first=batch_first)
     if name == "relu_add":
         return ReluAddRecurrent(input_size, hidden_size, gate_bias=gate_bias, **kwargs)
-    if name in ("gru", "lstm"):
+    if name == "lstm":
+        return TorchRecurrent(name, input_size, hidden_size, forget_bias=forget_bias, **kwargs)
+    if name == "gru":
         return TorchRecurrent(name, input_size, hidden_size, **kwargs)
     raise UnknownCellError(f"unknown recurrent cell {name!r}: expected one of {', '.join(CELLS)}")
