@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -20,6 +21,10 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 # ---- Lightning ----------------------------------------------------------------------------------
 def run_lightning(argv: list[str]) -> None:
+    # pytorch-lightning's own pytree helper builds torch's deprecated LeafSpec on every step's outputs:
+    # a FutureWarning about Lightning's code that a user of htr can do nothing about.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
     from pytorch_lightning.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
     from jsonargparse import Namespace
     from pytorch_lightning.cli import LightningCLI

@@ -4,7 +4,8 @@ import string
 import numpy as np
 import pytest
 
-from htr.data.synthetic import SyntheticConfig, SyntheticLineDataset, discover_fonts, font_coverage
+from htr.data.synthetic import (SYSTEM_HANDWRITING_FONTS, SyntheticConfig, SyntheticLineDataset, discover_fonts,
+                                font_coverage, system_handwriting_fonts)
 from htr.errors import DatasetError
 from htr.text.codec import DEFAULT_CHARSET, Codec
 
@@ -22,6 +23,28 @@ def fonts():
 def test_fonts_are_found_in_a_fixed_order(fonts):
     assert fonts == discover_fonts()
     assert {"caveat", "indie-flower", "satisfy", "zeyada"} <= {f.family for f in fonts}
+
+
+def test_system_fonts_are_one_family_per_debian_package_and_missing_ones_are_named(fonts, tmp_path, caplog):
+    # A fake /usr/share/fonts: two files of one known package, one unknown folder, one non-font file.
+    source = fonts[0].path
+    for rel in ("truetype/kristi/Kristi.ttf", "opentype/comic-neue/A.otf", "opentype/comic-neue/B.otf",
+                "truetype/dejavu/DejaVuSans.ttf", "truetype/kristi/README"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(source.read_bytes())
+    with caplog.at_level("WARNING", logger="htr.data.synthetic"):
+        found = system_handwriting_fonts(tmp_path)
+    assert [(f.family, f.path.name) for f in found] == [
+        ("system-comic-neue", "A.otf"), ("system-comic-neue", "B.otf"), ("system-kristi", "Kristi.ttf")]
+    missing = set(SYSTEM_HANDWRITING_FONTS.values()) - {"fonts-kristi", "fonts-comic-neue"}
+    assert f"{len(missing)} of {len(SYSTEM_HANDWRITING_FONTS)}" in caplog.text
+    assert all(pkg in caplog.text for pkg in missing) and "fonts-kristi" not in caplog.text
+    # System families train, never validate: the held-out families stay the validation fonts.
+    cfg = SyntheticConfig(train_size=30, val_size=10)
+    train = SyntheticLineDataset("train", CODEC, cfg, fonts=fonts + found)
+    val = SyntheticLineDataset("val", CODEC, cfg, fonts=fonts + found)
+    assert {"system-comic-neue", "system-kristi"} <= set(train.families)
+    assert set(val.families) == set(cfg.val_fonts)
 
 
 def test_same_seed_and_index_give_the_same_pixels(fonts):

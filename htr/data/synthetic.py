@@ -1,8 +1,10 @@
 """Synthetic handwriting lines rendered on the fly with PIL from handwriting fonts.
 
 Fonts: the ``fontpkg-*`` pip packages (Google Fonts handwriting families, OFL), found through
-``fontpkg.families()``; Debian fonts under /usr/share/fonts join the *training* fonts only when
-``system_fonts=True`` (off by default so that the data set is the same on every machine).
+``fontpkg.families()``; with ``system_fonts=True`` the Debian handwriting font packages of
+``SYSTEM_HANDWRITING_FONTS`` that are installed join the *training* fonts, one family per package
+(off by default so that the data set is the same on every machine; missing packages are named in a
+warning with the apt-get line that installs them).
 
 Writer-independent split: each font family is a "writer". The families of ``val_fonts`` (default
 ``indie-flower`` and ``satisfy``: one print-like, one connected script) render only the validation
@@ -44,10 +46,18 @@ from htr.errors import DatasetError
 from htr.text.codec import Codec, normalize_text
 
 log = logging.getLogger(__name__)
+# fonts-femkeklaver's glyph-name table ends in one stray byte; fontTools warns once per process and font.
+logging.getLogger("fontTools.ttLib.tables._p_o_s_t").setLevel(logging.ERROR)
 
 SYSTEM_FONT_DIR = Path("/usr/share/fonts")
-# File-name fragments of Debian's handwriting-like fonts (fonts-comic-neue, fonts-humor-sans, ...).
-SYSTEM_HANDWRITING_HINTS = ("comic", "humor", "hand", "script", "marker", "breip", "xkcd", "felipa", "caveat")
+# Debian handwriting font packages: the folder each installs under SYSTEM_FONT_DIR/{truetype,opentype}
+# -> package name. Left out: fonts-ecolier-lignes-court (its glyphs draw ruled lines) and
+# fonts-humor-sans (no accented letters).
+SYSTEM_HANDWRITING_FONTS = {
+    "fifthhorseman": "fonts-dkg-handwriting", "sjfonts": "fonts-sjfonts", "kristi": "fonts-kristi",
+    "breip": "fonts-breip", "ecolier-court": "fonts-ecolier-court", "femkeklaver": "fonts-femkeklaver",
+    "comic-neue": "fonts-comic-neue",
+}
 _REQUIRED = set(string.ascii_letters + string.digits)  # a font lacking these is not used at all
 
 
@@ -81,10 +91,8 @@ def discover_fonts(system_fonts: bool = False) -> list[FontSpec]:
         for ff in sorted(fam.files, key=lambda f: f.path.name):
             weights = (ff.wght_min, ff.wght_max) if ff.variable and ff.wght_min is not None else None
             fonts.append(FontSpec(slug, Path(ff.path), weights))  # type: ignore[arg-type]
-    if system_fonts and SYSTEM_FONT_DIR.is_dir():
-        for p in sorted(SYSTEM_FONT_DIR.rglob("*")):
-            if p.suffix.lower() in (".ttf", ".otf") and any(h in p.name.lower() for h in SYSTEM_HANDWRITING_HINTS):
-                fonts.append(FontSpec("system-" + p.stem.lower(), p))
+    if system_fonts:
+        fonts += system_handwriting_fonts()
     usable = []
     for f in fonts:
         try:
@@ -99,6 +107,20 @@ def discover_fonts(system_fonts: bool = False) -> list[FontSpec]:
     return usable
 
 
+def system_handwriting_fonts(root: Path = SYSTEM_FONT_DIR) -> list[FontSpec]:
+    """The installed fonts of SYSTEM_HANDWRITING_FONTS, family ``system-<folder>``; warns about the rest."""
+    found: dict[str, list[Path]] = {}
+    for p in sorted(root.glob("*/*/*")):  # <root>/{truetype,opentype}/<folder>/<file>
+        if p.suffix.lower() in (".ttf", ".otf") and p.parent.name in SYSTEM_HANDWRITING_FONTS:
+            found.setdefault(p.parent.name, []).append(p)
+    missing = [pkg for folder, pkg in SYSTEM_HANDWRITING_FONTS.items() if folder not in found]
+    if missing:
+        log.warning("system_fonts: %d of %d Debian handwriting font packages are not installed under %s; "
+                    "training uses fewer fonts. Install them with: apt-get install %s",
+                    len(missing), len(SYSTEM_HANDWRITING_FONTS), root, " ".join(missing))
+    return [FontSpec("system-" + folder, p) for folder in sorted(found) for p in found[folder]]
+
+
 @dataclass
 class SyntheticConfig:
     """What the synthetic lines look like. Defaults give lines like modern handwriting on clean paper."""
@@ -107,7 +129,7 @@ class SyntheticConfig:
     train_size: int = 20_000  # lines per training epoch (indices 0..train_size-1, always the same lines)
     val_size: int = 1_000
     val_fonts: tuple[str, ...] = ("indie-flower", "satisfy")  # families held out for validation
-    system_fonts: bool = False  # add Debian handwriting fonts to the training fonts
+    system_fonts: bool = False  # add the installed SYSTEM_HANDWRITING_FONTS to the training fonts
     locales: tuple[str, ...] = ("en_US", "fr_FR")
     min_chars: int = 6
     max_chars: int = 60
