@@ -23,8 +23,8 @@ initialisation, on synthetic lines, 47 % of its outputs sit at +-1 (no gradient 
 and 12-28 % at exactly 0 with b_s = -0.5 (b_s = -1: 90 % zero in the second layer). With b_s = +1
 the cell starts forgetful (the state shrinks by about 1 per step, the candidate passes whole): 1-6 %
 saturated, none at 0, and it learns sooner: 20 CPU-minutes on synthetic lines gave validation CER
-21.4 % (b_s = +1) against 26.1 % (b_s = -0.5), 35 % against 52 % at step 1,000 (README, "Synthetic,
-CPU budget"). The recogniser therefore uses gate_bias = +1 (htr.nn.recognizer); the cell's own
+21.4 % (b_s = +1) against 26.1 % (b_s = -0.5), 35 % against 52 % at step 1,000 (an earlier recipe;
+logs in docs/gate_bias/). The recogniser therefore uses gate_bias = +1 (htr.nn.recognizer); the cell's own
 default stays -1, the adding problem's long-memory start.
 
 Parameters are stored as W = [W_s; W_n] (2H, I), U = [U_s; U_n] (2H, H), b = [b_s; b_n] (2H):
