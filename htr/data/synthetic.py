@@ -46,7 +46,7 @@ from htr.errors import DatasetError
 from htr.text.codec import Codec, normalize_text
 
 log = logging.getLogger(__name__)
-# fonts-femkeklaver's glyph-name table ends in one stray byte; fontTools warns once per process and font.
+# fonts-femkeklaver's glyph-name table ends in one stray byte, which fontTools reports as a warning.
 logging.getLogger("fontTools.ttLib.tables._p_o_s_t").setLevel(logging.ERROR)
 
 SYSTEM_FONT_DIR = Path("/usr/share/fonts")
