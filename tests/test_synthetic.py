@@ -4,8 +4,10 @@ import string
 import numpy as np
 import pytest
 
-from htr.data.synthetic import (SYSTEM_HANDWRITING_FONTS, SyntheticConfig, SyntheticLineDataset, discover_fonts,
-                                font_coverage, system_handwriting_fonts)
+from PIL import Image
+
+from htr.data.synthetic import (SYSTEM_HANDWRITING_FONTS, Renderer, SyntheticConfig, SyntheticLineDataset,
+                                discover_fonts, font_coverage, shear_and_rotate, system_handwriting_fonts)
 from htr.errors import DatasetError
 from htr.text.codec import DEFAULT_CHARSET, Codec
 
@@ -84,6 +86,32 @@ def test_text_fits_codec_and_font_and_ink_stays_inside(fonts):
         assert img.min() < 128  # there is ink
         item = ds[i]
         assert item["image"].shape[:2] == (1, 64) and small.decode(item["target"].tolist()) == text
+
+
+def _ink_on_border(mask: Image.Image) -> int:
+    a = np.asarray(mask)
+    return int(np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]).max())
+
+
+@pytest.mark.parametrize("slant, angle", [(0.0, 0.0), (0.3, 1.5), (-0.3, -1.5), (0.3, -10.0)])
+def test_slant_and_rotation_keep_all_the_ink(slant, angle):
+    """Shear and rotation preserve area, so a canvas that holds the result keeps the ink's mass."""
+    mask = Image.new("L", (120, 30), 0)
+    mask.paste(255, (4, 4, 116, 26))  # ink up to 4 px from each edge, as Renderer.draw leaves it
+    out = shear_and_rotate(mask, slant, angle)
+    assert _ink_on_border(out) == 0
+    assert np.asarray(out, dtype=float).sum() == pytest.approx(np.asarray(mask, dtype=float).sum(), rel=0.01)
+
+
+def test_every_font_draws_inside_its_canvas(fonts):
+    """The canvas comes from the font's ink box: glyphs that overhang it would be cut."""
+    renderer = Renderer(SyntheticConfig())
+    text = "Jy Qg fj ,;' ÉÀçœ 0(9) ~_|"
+    for spec in fonts + system_handwriting_fonts():
+        font = renderer.font(spec, 60)
+        for stroke in (0, 1):
+            mask = renderer.draw("".join(ch for ch in text if ch in font_coverage(spec.path)), font, stroke)
+            assert _ink_on_border(mask) == 0, f"{spec} cuts ink (stroke {stroke})"
 
 
 def test_default_lines_use_the_full_charset_variety(fonts):

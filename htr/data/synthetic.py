@@ -19,9 +19,9 @@ Determinism: sample ``i`` of a split depends only on (seed, split, i): its own `
 generator and faker seed. The same index gives the same pixels in any process or data-loader worker,
 and an epoch is a fixed set of ``train_size`` / ``val_size`` lines.
 
-Rendering: the text is drawn as an ink-coverage mask on a canvas with margins of one font size on each
-side, slanted and rotated there, then cropped to the mask's bounding box plus ``pad`` px: ascenders,
-descenders, slant and rotation are never cut. The mask is then composited with random paper and ink
+Rendering: the text is drawn as an ink-coverage mask on a canvas that holds the glyphs' ink box, slanted
+and rotated in one resampling onto a canvas that holds the whole result, then cropped to the mask's
+bounding box plus ``pad`` px: ascenders, descenders, slant and rotation are never cut. The mask is then composited with random paper and ink
 gray levels, optional blur and background noise.
 """
 from __future__ import annotations
@@ -219,6 +219,27 @@ class TextSampler:
         return text or "".join(rng.choice(sorted(_REQUIRED & allowed)) for _ in range(min_chars))
 
 
+INK_MARGIN = 4  # px of empty canvas around the glyphs' ink box, and around the slanted, rotated mask
+                # (room for the bilinear kernel and the optional blur's tail, sigma <= 1 px)
+
+
+def shear_and_rotate(mask: Image.Image, slant: float, angle_deg: float) -> Image.Image:
+    """Slant (x shifts by -slant px per px of height, about the middle row), then rotate by angle_deg
+    (counter-clockwise), in one bilinear resampling onto a canvas that holds the whole input: no ink
+    is cut, and no pixel is spent on margins the ink never reaches."""
+    w, h = mask.size
+    cos, sin = math.cos(math.radians(angle_deg)), math.sin(math.radians(angle_deg))
+    forward = np.array([[cos, sin], [-sin, cos]]) @ np.array([[1.0, -slant], [0.0, 1.0]])  # rotation @ shear
+    corners = np.array([[-w, -h], [w, -h], [-w, h], [w, h]]) / 2 @ forward.T  # about the centre
+    low = corners.min(axis=0) - INK_MARGIN
+    size = np.ceil(corners.max(axis=0) + INK_MARGIN - low).astype(int)
+    inverse = np.linalg.inv(forward)  # PIL maps each output pixel back to the input
+    offset = inverse @ low + np.array([w, h]) / 2
+    data = (inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1])
+    return mask.transform((int(size[0]), int(size[1])), Image.Transform.AFFINE, data,
+                          resample=Image.Resampling.BILINEAR, fillcolor=0)
+
+
 class Renderer:
     """Draws a text line with a font into a uint8 grayscale image. Fonts cached per (file, size)."""
 
@@ -232,6 +253,14 @@ class Renderer:
             self._fonts[key] = ImageFont.truetype(str(spec.path), size)
         return self._fonts[key]
 
+    def draw(self, text: str, font: ImageFont.FreeTypeFont, stroke: int) -> Image.Image:
+        """The text's ink-coverage mask (0..255) with INK_MARGIN px of empty canvas on each side."""
+        left, top, right, bottom = font.getbbox(text, stroke_width=stroke)  # the glyphs' ink box
+        mask = Image.new("L", (right - left + 2 * INK_MARGIN, bottom - top + 2 * INK_MARGIN), 0)
+        ImageDraw.Draw(mask).text((INK_MARGIN - left, INK_MARGIN - top), text, font=font, fill=255,
+                                  stroke_width=stroke, stroke_fill=255)
+        return mask
+
     def render(self, text: str, spec: FontSpec, rng: np.random.Generator) -> np.ndarray:
         c = self.cfg
         size = int(rng.integers(c.font_size[0], c.font_size[1] + 1))
@@ -239,20 +268,9 @@ class Renderer:
         if spec.weights is not None:  # a variable font: random pen weight (set on every call: the object is shared)
             font.set_variation_by_axes([int(rng.integers(spec.weights[0], spec.weights[1] + 1))])
         stroke = int(rng.random() < c.stroke_p)
-        left, top, right, bottom = font.getbbox(text, stroke_width=stroke)
         slant = float(rng.uniform(-c.slant, c.slant))
-        margin = size  # generous: room for slant, rotation and glyphs drawn outside their advance box
-        h = bottom - top + 2 * margin
-        extra = math.ceil(abs(slant) * h / 2)
-        w = right - left + 2 * (margin + extra)
-        mask = Image.new("L", (w, h), 0)
-        ImageDraw.Draw(mask).text((margin + extra - left, margin - top), text, font=font, fill=255,
-                                  stroke_width=stroke, stroke_fill=255)
-        # shear about the middle row: output x samples input x + slant * (y - h/2)
-        mask = mask.transform((w, h), Image.Transform.AFFINE, (1, slant, -slant * h / 2, 0, 1, 0),
-                              resample=Image.Resampling.BILINEAR, fillcolor=0)
-        mask = mask.rotate(float(rng.uniform(-c.rotate_deg, c.rotate_deg)), resample=Image.Resampling.BILINEAR,
-                           expand=True, fillcolor=0)
+        angle = float(rng.uniform(-c.rotate_deg, c.rotate_deg))
+        mask = shear_and_rotate(self.draw(text, font, stroke), slant, angle)
         if rng.random() < c.blur_p:
             mask = mask.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.0))))
         box = mask.getbbox()
