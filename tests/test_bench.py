@@ -1,4 +1,5 @@
-"""`htr bench cells` at tiny sizes: structure of the report, table and JSON (no timing assertions)."""
+"""`htr bench cells` and `htr bench step` at tiny sizes: structure of the reports, tables and JSON (no
+timing assertions)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,8 @@ import math
 import pytest
 import torch
 
-from htr.bench import cells
+from htr.bench import cells, step
+from htr.bench.timing import format_table
 
 CELL_NAMES = {"relu_add", "gru", "lstm"}
 
@@ -71,3 +73,29 @@ def test_cli_table(capsys):
     first = [line.strip("|").split("|")[0].strip() for line in lines[1:]]
     assert first[0] == "mode"
     assert sorted(first[2:]) == ["inference", "inference", "training", "training"]  # batch 3, uni and bi
+
+
+def test_step_report_and_table(capsys):
+    """Every cell in both encoder pool orders, training and inference; ratios computed from the medians."""
+    from htr import cli
+
+    cli.main(["bench", "step", "--batch", "2", "--height", "16", "--width", "40", "--chars", "4",
+              "--hidden-size", "8", "--repeats", "2", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert (report["batch"], report["height"], report["width"], report["repeats"]) == (2, 16, 40, 2)
+    variants = {f"{cell}|{order}" for cell in CELL_NAMES for order in step.ORDERS}
+    for mode in ("training", "inference"):
+        assert set(report["ms"][mode]) == variants
+        assert all(math.isfinite(v) and v > 0 for v in report["ms"][mode].values())
+    lines = step.to_table(report).splitlines()
+    rows = {r[0]: r for r in ([c.strip() for c in line.strip("|").split("|")] for line in lines[3:])}
+    assert set(rows) == CELL_NAMES
+    train = report["ms"]["training"]
+    assert float(rows["gru"][3]) == pytest.approx(train["gru|pool first"] / train["gru|pool last"], rel=5e-3)
+    assert float(rows["gru"][4]) == pytest.approx(train["gru|pool first"] / train["relu_add|pool first"], rel=5e-3)
+    assert float(rows["relu_add"][4]) == 1.0
+
+
+def test_table_prints_large_figures_whole():
+    lines = format_table(["a", "b"], [[1102.4, 0.81345]]).splitlines()
+    assert lines[2] == "| 1102 | 0.813 |"

@@ -27,6 +27,32 @@ def test_encoder_shapes(height, channels, out_height):
         assert out.shape == (width // WIDTH_REDUCTION, 3, 12)
 
 
+def _encoders_with_shared_weights(scale_sign: float) -> tuple[CNNEncoder, CNNEncoder]:
+    """A pool-first and a pool-last encoder holding the same trained-looking weights (eval mode)."""
+    torch.manual_seed(0)
+    first, last = CNNEncoder(32, channels=(4, 8, 8, 8), feature_size=12), CNNEncoder(
+        32, channels=(4, 8, 8, 8), feature_size=12, pool_before_norm=False)
+    for module in first.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.weight.data = scale_sign * torch.rand_like(module.weight).add(0.1)
+            module.bias.data.normal_()
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+    assert first.state_dict().keys() == last.state_dict().keys()  # one layout for both orders
+    last.load_state_dict(first.state_dict())
+    return first.eval(), last.eval()
+
+
+def test_pool_first_encoder_equals_pool_last_when_norm_scales_are_positive():
+    """Max pooling commutes with batch norm's per-channel map when its scale is positive, and with
+    the ReLU: models trained with pooling last carry over exactly (as the shipped ones did)."""
+    first, last = _encoders_with_shared_weights(+1.0)
+    images = torch.rand(3, 1, 32, 52)
+    assert torch.equal(first(images), last(images))
+    first, last = _encoders_with_shared_weights(-1.0)  # a decreasing map does not commute with max
+    assert not torch.allclose(first(images), last(images))
+
+
 @pytest.mark.parametrize("height", [4, 30, 62])
 def test_encoder_rejects_bad_heights(height):
     with pytest.raises(ValueError, match="multiple of 4"):
@@ -88,7 +114,9 @@ def test_config_round_trip_and_unknown_cell():
     d = cfg.to_dict()
     assert d["channels"] == [8, 16, 16]  # JSON-able (checkpoints and safetensors metadata)
     assert RecognizerConfig.from_dict(d) == cfg
-    assert RecognizerConfig.from_dict({"cell": "lstm"}) == RecognizerConfig(cell="lstm")
+    assert RecognizerConfig().pool_before_norm
+    # missing keys take the defaults, except the pool order: configs saved before it had pooling last
+    assert RecognizerConfig.from_dict({"cell": "lstm"}) == RecognizerConfig(cell="lstm", pool_before_norm=False)
     with pytest.raises(UnknownCellError, match="relu_add"):
         Recognizer(RecognizerConfig(cell="rnn"), num_classes=5)
 

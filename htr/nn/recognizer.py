@@ -15,6 +15,8 @@ class RecognizerConfig:
     height: int = 64                # input line height in px (must match the data's)
     channels: tuple[int, ...] = field(default=(16, 32, 64, 96))  # CNN blocks (light: CPU training)
     feature_size: int = 256         # encoder output per frame
+    pool_before_norm: bool = True   # encoder blocks pool before batch norm + ReLU (faster; see
+                                    # htr.nn.encoder); configurations saved without it had pooling last
     hidden_size: int = 128          # recurrent units per direction
     num_layers: int = 2
     bidirectional: bool = True
@@ -31,8 +33,10 @@ class RecognizerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RecognizerConfig":
+        """A saved configuration (checkpoint hyper-parameters, shipped model metadata)."""
         d = dict(d)
         d["channels"] = tuple(d.get("channels", cls.channels))
+        d.setdefault("pool_before_norm", False)  # saved before the option existed: the pool-last encoder
         return cls(**d)
 
 
@@ -43,7 +47,8 @@ class Recognizer(nn.Module):
         super().__init__()
         self.config = config
         self.num_classes = num_classes
-        self.encoder = CNNEncoder(config.height, config.channels, config.feature_size, dropout=config.dropout / 2)
+        self.encoder = CNNEncoder(config.height, config.channels, config.feature_size, dropout=config.dropout / 2,
+                                  pool_before_norm=config.pool_before_norm)
         self.decoder = build_recurrent(config.cell, config.feature_size, config.hidden_size, config.num_layers,
                                        config.bidirectional, config.dropout, gate_bias=config.gate_bias,
                                        forget_bias=config.lstm_forget_bias)
