@@ -3,6 +3,7 @@ import string
 
 import numpy as np
 import pytest
+import torch
 
 from PIL import Image
 
@@ -60,6 +61,26 @@ def test_same_seed_and_index_give_the_same_pixels(fonts):
     other = SyntheticLineDataset("train", CODEC, SyntheticConfig(seed=8, train_size=50), fonts=fonts)
     assert other.render(0)[1] != a.render(0)[1]
     assert len(a) == 50 and a.sample_id(3) == "synth-train-7-000003"
+
+
+def test_validation_lines_are_rendered_once_per_process(fonts, monkeypatch):
+    cfg = SyntheticConfig(train_size=4, val_size=4)
+    val, train = (SyntheticLineDataset(split, CODEC, cfg, fonts=fonts) for split in ("val", "train"))
+    first = [val[i] for i in range(4)]
+    worker = pickle.loads(pickle.dumps(val))  # a loader worker starts with an empty store
+
+    def no_render(index):
+        raise AssertionError("rendered again")
+
+    monkeypatch.setattr(val, "render", no_render)
+    for i, item in enumerate(first):
+        again = val[i]
+        assert again["text"] == item["text"] and torch.equal(again["image"], item["image"])
+    assert torch.equal(worker[2]["image"], first[2]["image"])
+    train[0]
+    monkeypatch.setattr(train, "render", no_render)
+    with pytest.raises(AssertionError, match="rendered again"):  # training lines are not kept
+        train[0]
 
 
 def test_validation_fonts_are_held_out(fonts):

@@ -315,6 +315,9 @@ class SyntheticLineDataset(LineDataset):
         self.size = cfg.train_size if split == "train" else cfg.val_size
         self.texts = TextSampler(cfg.locales)
         self.renderer = Renderer(cfg)
+        # Validation lines are the same at every validation (no augmentation): render each once per
+        # process (a persistent loader worker keeps them) and keep its uint8 image, ~40 KB a line.
+        self._rendered: dict[int, tuple[np.ndarray, str]] | None = {} if split == "val" else None
         self.stats.update({"source": f"synthetic-{split}", "read": self.size, "kept": self.size,
                            "fonts": [str(f) for f in chosen]})
 
@@ -337,12 +340,18 @@ class SyntheticLineDataset(LineDataset):
         return image, text, spec
 
     def load(self, index: int) -> tuple[Image.Image, str, str]:
-        image, text, _ = self.render(index)
+        if self._rendered is not None and index in self._rendered:
+            image, text = self._rendered[index]
+        else:
+            image, text, _ = self.render(index)
+            if self._rendered is not None:
+                self._rendered[index] = image, text
         return Image.fromarray(image, "L"), text, self.sample_id(index)
 
     def __getstate__(self) -> dict[str, Any]:
-        # Faker objects and loaded fonts are rebuilt lazily in each worker; ship only the recipe.
+        # Faker objects, loaded fonts and rendered lines are rebuilt lazily in each worker; ship only the recipe.
         state = self.__dict__.copy()
         state["texts"] = TextSampler(self.cfg.locales)
         state["renderer"] = Renderer(self.cfg)
+        state["_rendered"] = {} if self._rendered is not None else None
         return state
