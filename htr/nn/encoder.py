@@ -6,12 +6,11 @@ height 64: 64 -> 32 -> 16 -> 8 -> 4 rows); the remaining rows are flattened into
 projected to F.
 Keeping 4 px of width per frame leaves CTC about 5 frames per character on 64 px high cursive lines.
 
-Pooling comes before the norm and the ReLU, so that they run on a quarter of the positions: at
-batch 16 x 48 x 800 on one thread the encoder's training step took 462 ms against 651 ms with
-pooling last, and one line's inference 6.5 ms against 8.4 ms (2-core AMD EPYC; /tmp script, medians
-of 10 interleaved runs). In eval mode the two orders give the same numbers when every batch-norm
-scale is positive (max pooling commutes with an increasing per-channel map), which is how the
-models trained with pooling last were carried over (``pool_before_norm=False`` keeps that order).
+Pooling comes before the norm and the ReLU, so that they run on a quarter of the positions (at full
+resolution, block 1's batch norm was the encoder's largest single cost). `htr bench step` times the
+whole recogniser both ways. In eval mode the two orders give the same numbers when every batch-norm
+scale is positive (max pooling commutes with an increasing per-channel map); that is how the models
+trained with pooling last were carried over (``pool_before_norm=False`` keeps that order).
 """
 from __future__ import annotations
 
