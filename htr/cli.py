@@ -30,7 +30,7 @@ def run_lightning(argv: list[str]) -> None:
     from pytorch_lightning.cli import LightningCLI
 
     from htr.data.datamodule import LineDataModule
-    from htr.train import HTRModule
+    from htr.train import HTRModule, ValidateAtLastStep
 
     class TSVPredictionWriter(BasePredictionWriter):
         """Writes `<id>\\t<text>\\t<confidence>` for every predicted line."""
@@ -73,9 +73,12 @@ def run_lightning(argv: list[str]) -> None:
     HTRCLI(HTRModule, LineDataModule, subclass_mode_data=True, args=args, seed_everything_default=0,
            save_config_kwargs={"overwrite": True},
            trainer_defaults={
-               "callbacks": [ModelCheckpoint(monitor="val/cer", mode="min", save_last=True, save_top_k=1,
+               # best-*.ckpt: the lowest validation CER; last.ckpt: the state at the latest validation
+               # (ModelCheckpoint's own save_last writes only when the best improves).
+               "callbacks": [ModelCheckpoint(monitor="val/cer", mode="min", save_top_k=1,
                                              filename="best-{epoch:02d}-{step}"),
-                             LearningRateMonitor(logging_interval="step")]})
+                             ModelCheckpoint(filename="last", enable_version_counter=False),
+                             LearningRateMonitor(logging_interval="step"), ValidateAtLastStep()]})
 
 
 # ---- evaluate / transcribe / export ---------------------------------------------------------------

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Timer
+from pytorch_lightning.callbacks import Callback, Timer
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -22,6 +22,19 @@ def ctc_feasible(targets: list[Tensor], frames: Tensor) -> Tensor:
     blank between each pair of equal neighbours."""
     need = torch.tensor([len(t) + int((t[1:] == t[:-1]).sum()) for t in targets], dtype=torch.int64)
     return need <= frames.cpu()
+
+
+class ValidateAtLastStep(Callback):
+    """Validate (and so checkpoint) after the last step of a `max_steps` run.
+
+    Lightning validates every `val_check_interval` steps but not at `max_steps` unless the two align,
+    so the last steps of a run were never validated and `last.ckpt` held an older state. Asking the
+    trainer to stop at the last step makes it validate first, as it does when `max_time` runs out.
+    """
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+            trainer.should_stop = True
 
 
 class HTRModule(pl.LightningModule):

@@ -119,6 +119,15 @@ def test_logged_metrics(run):
     assert all(r.get("train/skipped_lines") in ("", None) or float(r["train/skipped_lines"]) >= 0 for r in rows)
 
 
+def test_the_last_step_is_validated_and_checkpointed(tmp_path):
+    """max_steps 3 with validation every 2 steps: Lightning alone would stop without validating step 3."""
+    fit(tmp_path, "relu_add", "--trainer.max_steps", "3", "--trainer.val_check_interval", "2",
+        "--trainer.log_every_n_steps", "1")
+    assert [int(r["step"]) for r in read_metrics(tmp_path) if r.get("val/cer")] == [1, 2]  # after steps 2 and 3
+    last = torch.load(only(tmp_path.rglob("last.ckpt")), map_location="cpu", weights_only=True)
+    assert last["global_step"] == 3
+
+
 def test_resume_continues_from_saved_step(run, tmp_path):
     last = only(run.rglob("last.ckpt"))
     fit(tmp_path, "relu_add", "--trainer.max_steps", "4", "--trainer.val_check_interval", "2",
