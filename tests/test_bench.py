@@ -99,3 +99,14 @@ def test_step_report_and_table(capsys):
 def test_table_prints_large_figures_whole():
     lines = format_table(["a", "b"], [[1102.4, 0.81345]]).splitlines()
     assert lines[2] == "| 1102 | 0.813 |"
+
+
+def test_the_command_line_parser_does_not_import_lightning():
+    """`htr transcribe` and the app start from this parser: Lightning (seconds to import) waits for
+    the commands that train."""
+    import subprocess
+    import sys
+
+    code = "import sys, htr.cli; htr.cli.build_parser(); print('pytorch_lightning' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

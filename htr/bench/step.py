@@ -17,7 +17,6 @@ import torch
 from htr.bench.timing import fix_threads, format_table, interleaved_medians
 from htr.nn import CELLS
 from htr.nn.recognizer import RecognizerConfig
-from htr.train import HTRModule
 
 ORDERS = {"pool first": True, "pool last": False}
 
@@ -33,6 +32,8 @@ def _batch(batch: int, height: int, width: int, chars: int, num_classes: int, se
 
 def run(batch: int = 16, height: int = 48, width: int = 800, chars: int = 60, hidden_size: int = 128,
         threads: int = 1, repeats: int = 10, seed: int = 0) -> dict:
+    from htr.train import HTRModule  # Lightning: imported when the benchmark runs, not when `htr` parses
+
     fix_threads(threads)
     torch.manual_seed(seed)
     modules = {(cell, order): HTRModule(RecognizerConfig(cell=cell, height=height, hidden_size=hidden_size,
@@ -42,7 +43,7 @@ def run(batch: int = 16, height: int = 48, width: int = 800, chars: int = 60, hi
     train_batch = _batch(batch, height, width, chars, num_classes, seed)
     line = torch.rand(1, 1, height, width, generator=torch.Generator().manual_seed(seed + 1))
 
-    def train(module: HTRModule):
+    def train(module: "HTRModule"):
         optimiser = torch.optim.AdamW(module.parameters(), lr=1e-4)
         module.train()
 
@@ -53,7 +54,7 @@ def run(batch: int = 16, height: int = 48, width: int = 800, chars: int = 60, hi
             optimiser.step()
         return step
 
-    def infer(module: HTRModule):
+    def infer(module: "HTRModule"):
         def forward():
             module.eval()
             with torch.inference_mode():
