@@ -7,10 +7,11 @@ projected to F.
 Keeping 4 px of width per frame leaves CTC about 5 frames per character on 64 px high cursive lines.
 
 Pooling comes before the norm and the ReLU, so that they run on a quarter of the positions (at full
-resolution, block 1's batch norm was the encoder's largest single cost). `htr bench step` times the
-whole recogniser both ways. In eval mode the two orders give the same numbers when every batch-norm
-scale is positive (max pooling commutes with an increasing per-channel map); that is how the models
-trained with pooling last were carried over (``pool_before_norm=False`` keeps that order).
+resolution, block 1's batch norm alone took about a fifth of the encoder's training step); `htr
+bench step` times the whole recogniser both ways. In eval mode the two orders give the same numbers
+when every batch-norm scale is positive (max pooling commutes with an increasing per-channel map);
+that is how the models trained with pooling last were carried over (``pool_before_norm=False`` keeps
+that order).
 """
 from __future__ import annotations
 
