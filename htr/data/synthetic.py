@@ -19,10 +19,10 @@ Determinism: sample ``i`` of a split depends only on (seed, split, i): its own `
 generator and faker seed. The same index gives the same pixels in any process or data-loader worker,
 and an epoch is a fixed set of ``train_size`` / ``val_size`` lines.
 
-Rendering: the text is drawn as an ink-coverage mask on a canvas that holds the glyphs' ink box, slanted
-and rotated in one resampling onto a canvas that holds the whole result, then cropped to the mask's
-bounding box plus ``pad`` px: ascenders, descenders, slant and rotation are never cut. The mask is then composited with random paper and ink
-gray levels, optional blur and background noise.
+Rendering: the text is drawn as an ink-coverage mask on a canvas that holds the glyphs' ink box,
+slanted and rotated in one resampling onto a canvas that holds the whole result, then cropped to the
+mask's bounding box plus ``pad`` px: ascenders, descenders, slant and rotation are never cut. The
+mask is then composited with random paper and ink gray levels, optional blur and background noise.
 """
 from __future__ import annotations
 
