@@ -1,4 +1,6 @@
+import datetime
 import pickle
+import random
 import string
 
 import numpy as np
@@ -8,7 +10,8 @@ import torch
 from PIL import Image
 
 from htr.data.synthetic import (SYSTEM_HANDWRITING_FONTS, Renderer, SyntheticConfig, SyntheticLineDataset,
-                                discover_fonts, font_coverage, shear_and_rotate, system_handwriting_fonts)
+                                TextSampler, discover_fonts, font_coverage, shear_and_rotate,
+                                system_handwriting_fonts)
 from htr.errors import DatasetError
 from htr.text.codec import DEFAULT_CHARSET, Codec
 
@@ -142,3 +145,24 @@ def test_default_lines_use_the_full_charset_variety(fonts):
     assert chars <= set(DEFAULT_CHARSET)
     assert any(c.isdigit() for c in chars) and any(c in "éèàçê" for c in chars) and any(c in ",.;:" for c in chars)
     assert len(set(texts)) == 60
+
+
+def test_line_texts_do_not_depend_on_the_clock(monkeypatch):
+    """Faker's dates run from 1970 to "now" by default; a line must be a function of its seed alone,
+    or the validation set changes from one day (or run) to the next."""
+    import faker.providers.date_time as faker_dates
+
+    sampler = TextSampler(("en_US", "fr_FR"))
+
+    def lines() -> list[str]:
+        return [sampler.line(random.Random(i), set(DEFAULT_CHARSET), 6, 60, 0.1) for i in range(300)]
+
+    today = lines()
+
+    class TenYearsLater(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.datetime.now(tz) + datetime.timedelta(days=3653)
+
+    monkeypatch.setattr(faker_dates, "datetime", TenYearsLater)
+    assert lines() == today

@@ -51,12 +51,17 @@ logging.getLogger("fontTools.ttLib.tables._p_o_s_t").setLevel(logging.ERROR)
 
 SYSTEM_FONT_DIR = Path("/usr/share/fonts")
 # Debian handwriting font packages: the folder each installs under SYSTEM_FONT_DIR/{truetype,opentype}
-# -> package name. Left out: fonts-ecolier-lignes-court (its glyphs draw ruled lines) and
-# fonts-humor-sans (no accented letters).
+# -> package name. Left out: fonts-ecolier-lignes-court (its glyphs draw ruled lines); capitals-only
+# fonts, whose lower case would teach capital shapes for small letters (fonts-humor-sans, fonts-bwht,
+# fonts-tomsontalks); fonts-levien-typoscript (most lower-case letters missing); fonts-joscelyn (a
+# 16th-century secretary hand). fonts-rufscript and fonts-havana lack accented letters: their lines
+# are drawn from the characters they have.
 SYSTEM_HANDWRITING_FONTS = {
     "fifthhorseman": "fonts-dkg-handwriting", "sjfonts": "fonts-sjfonts", "kristi": "fonts-kristi",
     "breip": "fonts-breip", "ecolier-court": "fonts-ecolier-court", "femkeklaver": "fonts-femkeklaver",
-    "comic-neue": "fonts-comic-neue",
+    "comic-neue": "fonts-comic-neue", "kaushanscript": "fonts-kaushanscript", "rufscript": "fonts-rufscript",
+    "leckerli-one": "fonts-leckerli-one", "lobster": "fonts-lobster", "klee": "fonts-klee",
+    "havana": "fonts-havana", "yusei-magic": "fonts-yusei-magic",
 }
 _REQUIRED = set(string.ascii_letters + string.digits)  # a font lacking these is not used at all
 
@@ -151,6 +156,8 @@ class TextSampler:
     KINDS = ("sentence", "sentence", "sentence", "words", "name", "address", "date", "number", "phone",
              "company", "city")
     DATE_PATTERNS = ("%d/%m/%Y", "%d.%m.%y", "%Y-%m-%d", "%d %B %Y", "%B %d, %Y", "%A %d %B")
+    DATE_END = 1_767_225_600  # 2026-01-01 UTC: Faker's dates run from 1970 to "now" unless given an end,
+                              # which made the lines (validation included) change with the clock
 
     def __init__(self, locales: Sequence[str]) -> None:
         self.locales = tuple(locales)
@@ -174,7 +181,7 @@ class TextSampler:
         elif kind == "address":
             s = fake.address().replace("\n", ", ")
         elif kind == "date":
-            s = fake.date(pattern=rng.choice(self.DATE_PATTERNS))
+            s = fake.date(pattern=rng.choice(self.DATE_PATTERNS), end_datetime=self.DATE_END)
         elif kind == "number":
             s = rng.choice([str(fake.pyint(0, 99999)), f"{rng.uniform(0, 9999):.2f}",
                             f"{rng.randint(1, 999)},{rng.randint(0, 99):02d} €", f"{rng.randint(1, 100)} %",
