@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from htr.data.augment import AugmentConfig, Augmenter
+from htr.data.bucketing import WidthBucketedBatches
 from htr.data.dataset import BadImageRule, LineDataset, LineSample, prepare_samples, worker_init_fn
 from htr.data.folder import read_folder
 from htr.data.iam import read_iam
@@ -54,6 +55,7 @@ class LineDataModule(pl.LightningDataModule):
         max_width: int = 2048,  # px at ``height``; longer lines are squeezed (too_wide) or rejected
         too_wide: Literal["downscale", "error"] = "downscale",
         pad_to_multiple: int = 8,  # batch width rounded up to this (CNN pooling)
+        bucket_batches: int = 0,  # training batches per width-sorted pool (htr.data.bucketing); 0 = random batches
         synthetic_ratio: float = 0.0,  # synthetic training lines per real training line (0 = none)
         synthetic_seed: int = 0,
         predict_split: Split | None = None,  # what predict_dataloader serves; None = test if any else val
@@ -71,6 +73,7 @@ class LineDataModule(pl.LightningDataModule):
         self.check_images = check_images
         self.preprocess_config = PreprocessConfig(height, min_width, max_width, too_wide)
         self.pad_to_multiple = pad_to_multiple
+        self.bucket_batches = bucket_batches
         self.synthetic_ratio = synthetic_ratio
         self.synthetic_seed = synthetic_seed
         self.predict_split = predict_split
@@ -143,9 +146,15 @@ class LineDataModule(pl.LightningDataModule):
             self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
         if split not in self.datasets:
             raise DatasetError(f"{type(self).__name__} has no {split} split configured")
-        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, collate_fn=partial(collate, pad_to_multiple=self.pad_to_multiple),
-                          worker_init_fn=worker_init_fn, persistent_workers=self.num_workers > 0)
+        batch = partial(collate, pad_to_multiple=self.pad_to_multiple)
+        common = dict(num_workers=self.num_workers, worker_init_fn=worker_init_fn, persistent_workers=self.num_workers > 0)
+        if split == "train" and self.bucket_batches > 0:
+            bucketed = WidthBucketedBatches(self.datasets[split], self.batch_size, batch, self.bucket_batches,
+                                            seed=int(torch.initial_seed() % 2**31))
+            # A worker fills a whole pool before its first batch: let it run a pool ahead.
+            prefetch = {"prefetch_factor": 2 * self.bucket_batches} if self.num_workers > 0 else {}
+            return DataLoader(bucketed, batch_size=None, **common, **prefetch)
+        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, collate_fn=batch, **common)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
