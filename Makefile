@@ -8,7 +8,7 @@ PORT    ?= 7860
 export NO_ALBUMENTATIONS_UPDATE := 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: app test test-slow venv clean
+.PHONY: app test test-slow venv system-packages clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,13 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# Debian packages for the synthetic CPU recipe (root): the handwriting fonts that system_fonts adds to
+# training (listed once, in htr.data.synthetic) and tcmalloc (`htr bench malloc` says why).
+system-packages: $(STAMP)
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 \
+	    $$($(PY) -c 'from htr.data.synthetic import SYSTEM_HANDWRITING_FONTS as f; print(*sorted(set(f.values())))')
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -5,7 +5,7 @@
     htr evaluate --ckpt A.ckpt [--ckpt B.ckpt ...] --data <config.yaml | TSV folder> [--json]
     htr transcribe IMAGE... (--model relu_add | --ckpt X)
     htr export CKPT OUT.safetensors [--lm-text train.tsv]
-    htr bench cells|step|adding|fhe|load|app ...
+    htr bench cells|step|malloc|adding|fhe|load|app ...
     htr app [--model NAME ...] [--ckpt PATH ...] [--host 127.0.0.1] [--port 7860] [--share]
 """
 from __future__ import annotations
@@ -147,7 +147,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 # ---- bench / app --------------------------------------------------------------------------------
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
-    from htr.bench import adding, cells, fhe, load, step
+    from htr.bench import adding, cells, fhe, load, malloc, step
     from htr.bench import app as bench_app  # light: gradio and the app are imported when the command runs
 
     bench = sub.add_parser("bench", help="benchmarks that print a table (or JSON with --json)")
@@ -155,6 +155,7 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     for name, module, help_text in (
         ("cells", cells, "relu_add vs nn.GRU vs nn.LSTM speed, inference and training step"),
         ("step", step, "the whole recogniser's training step and one line's inference, per cell"),
+        ("malloc", malloc, "the training step under glibc's malloc vs a preloaded allocator (tcmalloc)"),
         ("adding", adding, "long-term memory: the adding problem for each cell, table and plot"),
         ("fhe", fhe, "encrypted (TFHE) relu_add vs GRU steps; --integer, --adding (needs the fhe extra)"),
         ("load", load, "cold start: fresh process, load a shipped model, transcribe a line, exit"),

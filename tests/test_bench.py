@@ -1,4 +1,4 @@
-"""`htr bench cells` and `htr bench step` at tiny sizes: structure of the reports, tables and JSON (no
+"""`htr bench cells`, `step` and `malloc` at tiny sizes: structure of the reports, tables and JSON (no
 timing assertions)."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from htr.bench import cells, step
+from htr.bench import cells, malloc, step
 from htr.bench.timing import format_table
 
 CELL_NAMES = {"relu_add", "gru", "lstm"}
@@ -110,3 +110,39 @@ def test_the_command_line_parser_does_not_import_lightning():
     code = "import sys, htr.cli; htr.cli.build_parser(); print('pytorch_lightning' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def _tcmalloc_missing() -> bool:
+    import ctypes
+
+    try:
+        ctypes.CDLL(malloc.DEFAULT_PRELOAD)
+    except OSError:
+        return True
+    return False
+
+
+@pytest.mark.skipif(_tcmalloc_missing(), reason="tcmalloc not installed (apt-get install libtcmalloc-minimal4; "
+                                                 ".ci/run installs it)")
+def test_malloc_children_run_under_each_allocator(capsys):
+    """Each allocator's child process times every cell, and only the preloaded child maps tcmalloc."""
+    from htr import cli
+
+    cli.main(["bench", "malloc", "--rounds", "1", "--batch", "2", "--height", "16", "--width", "40", "--chars", "4",
+              "--hidden-size", "8", "--repeats", "1", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    preload = report["preload"]
+    assert set(report["ms"]) == {malloc.SYSTEM, preload}
+    for ms in report["ms"].values():
+        assert set(ms) == CELL_NAMES and all(math.isfinite(v) and v > 0 for v in ms.values())
+    assert any("tcmalloc" in lib for lib in report["mapped"][preload])
+    assert not any("tcmalloc" in lib for lib in report["mapped"][malloc.SYSTEM])
+    rows = {r[0]: r for r in ([c.strip() for c in line.strip("|").split("|")] for line in
+                              malloc.to_table(report).splitlines()[3:])}
+    assert float(rows["lstm"][3]) == pytest.approx(report["ms"][preload]["lstm"] / report["ms"][malloc.SYSTEM]["lstm"],
+                                                   rel=5e-3)
+
+
+def test_malloc_names_a_missing_library():
+    with pytest.raises(SystemExit, match="libno-such-alloc.so.*libtcmalloc-minimal4"):
+        malloc.run(preload="libno-such-alloc.so", rounds=1)

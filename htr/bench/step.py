@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -18,16 +19,32 @@ from htr.bench.timing import fix_threads, format_table, interleaved_medians
 from htr.nn import CELLS
 from htr.nn.recognizer import RecognizerConfig
 
+if TYPE_CHECKING:
+    from htr.train import HTRModule
+
 ORDERS = {"pool first": True, "pool last": False}
 
 
-def _batch(batch: int, height: int, width: int, chars: int, num_classes: int, seed: int) -> dict:
+def fake_batch(batch: int, height: int, width: int, chars: int, num_classes: int, seed: int) -> dict:
     """What HTRModule.ctc_loss reads of a batch: random pixels and labels, every line full width."""
     g = torch.Generator().manual_seed(seed)
     return {"images": torch.rand(batch, 1, height, width, generator=g),
             "widths": torch.full((batch,), width),
             "targets": torch.randint(1, num_classes, (batch * chars,), generator=g),
             "target_lengths": torch.full((batch,), chars)}
+
+
+def training_step(module: "HTRModule", batch: dict) -> Callable[[], None]:
+    """One AdamW step of `module` on `batch`, as `htr fit` runs it (module left in train mode)."""
+    optimiser = torch.optim.AdamW(module.parameters(), lr=1e-4)
+    module.train()
+
+    def step() -> None:
+        optimiser.zero_grad(set_to_none=True)
+        loss, *_ = module.ctc_loss(batch)
+        loss.backward()
+        optimiser.step()
+    return step
 
 
 def run(batch: int = 16, height: int = 48, width: int = 800, chars: int = 60, hidden_size: int = 128,
@@ -40,19 +57,8 @@ def run(batch: int = 16, height: int = 48, width: int = 800, chars: int = 60, hi
                                                          pool_before_norm=first, dropout=0.1))
                for cell in CELLS for order, first in ORDERS.items()}
     num_classes = next(iter(modules.values())).net.num_classes
-    train_batch = _batch(batch, height, width, chars, num_classes, seed)
+    train_batch = fake_batch(batch, height, width, chars, num_classes, seed)
     line = torch.rand(1, 1, height, width, generator=torch.Generator().manual_seed(seed + 1))
-
-    def train(module: "HTRModule"):
-        optimiser = torch.optim.AdamW(module.parameters(), lr=1e-4)
-        module.train()
-
-        def step():
-            optimiser.zero_grad(set_to_none=True)
-            loss, *_ = module.ctc_loss(train_batch)
-            loss.backward()
-            optimiser.step()
-        return step
 
     def infer(module: "HTRModule"):
         def forward():
@@ -62,7 +68,7 @@ def run(batch: int = 16, height: int = 48, width: int = 800, chars: int = 60, hi
         return forward
 
     results = {}
-    for mode, make in (("training", train), ("inference", infer)):
+    for mode, make in (("training", lambda m: training_step(m, train_batch)), ("inference", infer)):
         fns = {f"{cell}|{order}": make(m) for (cell, order), m in modules.items()}
         results[mode] = {k: v * 1e3 for k, v in interleaved_medians(fns, repeats=repeats).items()}
     return {"torch": torch.__version__, "threads": threads, "cpu": platform.processor() or platform.machine(),
