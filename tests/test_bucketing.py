@@ -22,7 +22,8 @@ class Lines(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         w = 10 + (i * 7919) % 391
-        return {"image": torch.full((1, 4, w), float(i)), "target": torch.tensor([1 + i % 5]), "text": "x", "id": str(i)}
+        return {"image": torch.full((1, 4, w), float(i)), "target": torch.tensor([1 + i % 5]), "text": "x",
+                "id": str(i)}
 
 
 def _batches(n: int = 100, batch_size: int = 8, pool: int = 4, seed: int = 0, workers: int = 0) -> list[list[dict]]:

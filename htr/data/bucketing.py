@@ -50,14 +50,16 @@ class WidthBucketedBatches(IterableDataset):
 
     def _indices(self) -> list[int]:
         """This worker's share of one epoch's shuffled indices."""
-        order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed + self.epoch))  # type: ignore[arg-type]
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.dataset), generator=generator)  # type: ignore[arg-type]
         info = get_worker_info()
         shard = order if info is None else order[info.id::info.num_workers]
         return shard.tolist()
 
     def __iter__(self) -> Iterator[Any]:
         indices = self._indices()
-        shuffle = random.Random(f"{self.seed}:{self.epoch}:{get_worker_info().id if get_worker_info() else 0}")
+        info = get_worker_info()
+        shuffle = random.Random(f"{self.seed}:{self.epoch}:{info.id if info else 0}")  # order of the batches
         self.epoch += 1
         pool_size = self.batch_size * self.pool_batches
         for start in range(0, len(indices), pool_size):

@@ -147,7 +147,8 @@ class LineDataModule(pl.LightningDataModule):
         if split not in self.datasets:
             raise DatasetError(f"{type(self).__name__} has no {split} split configured")
         batch = partial(collate, pad_to_multiple=self.pad_to_multiple)
-        common = dict(num_workers=self.num_workers, worker_init_fn=worker_init_fn, persistent_workers=self.num_workers > 0)
+        common = dict(num_workers=self.num_workers, worker_init_fn=worker_init_fn,
+                      persistent_workers=self.num_workers > 0)
         if split == "train" and self.bucket_batches > 0:
             bucketed = WidthBucketedBatches(self.datasets[split], self.batch_size, batch, self.bucket_batches,
                                             seed=int(torch.initial_seed() % 2**31))
