@@ -29,7 +29,7 @@ class WidthBucketedBatches(IterableDataset):
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, collate: Callable[[Sequence[dict[str, Any]]], Any],
-                 pool_batches: int = 8, seed: int = 0, drop_last: bool = False) -> None:
+                 pool_batches: int = 8, seed: int = 0) -> None:
         if batch_size < 1 or pool_batches < 1:
             raise ValueError(f"batch_size and pool_batches must be >= 1, got {batch_size} and {pool_batches}")
         self.dataset = dataset
@@ -37,7 +37,6 @@ class WidthBucketedBatches(IterableDataset):
         self.collate = collate
         self.pool_batches = pool_batches
         self.seed = seed
-        self.drop_last = drop_last
         self.epoch = 0
 
     @property
@@ -45,8 +44,7 @@ class WidthBucketedBatches(IterableDataset):
         return [self.dataset]
 
     def __len__(self) -> int:
-        n = len(self.dataset)  # type: ignore[arg-type]
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return math.ceil(len(self.dataset) / self.batch_size)  # type: ignore[arg-type]
 
     def _indices(self) -> list[int]:
         """This worker's share of one epoch's shuffled indices."""
@@ -66,8 +64,6 @@ class WidthBucketedBatches(IterableDataset):
             items = [self.dataset[i] for i in indices[start:start + pool_size]]
             items.sort(key=lambda item: item["image"].shape[-1])  # (1, H, W): by width
             batches = [items[i:i + self.batch_size] for i in range(0, len(items), self.batch_size)]
-            if self.drop_last and len(batches[-1]) < self.batch_size:
-                batches.pop()
             shuffle.shuffle(batches)
             for batch in batches:
                 yield self.collate(batch)
