@@ -25,6 +25,13 @@ def run_lightning(argv: list[str]) -> None:
     # a FutureWarning about Lightning's code that a user of htr can do nothing about.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
+    import logging
+
+    # htr's own messages (lines kept, sets and characters of a training mix, initialisation) on stderr.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("htr").addHandler(handler)
+    logging.getLogger("htr").setLevel(logging.INFO)
     from pytorch_lightning.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
     from jsonargparse import Namespace
     from pytorch_lightning.cli import LightningCLI

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from tqdm import tqdm
 
-from htr.bench.timing import format_table
+from htr.tables import format_table
 from htr.data.datamodule import FolderDataModule, LineDataModule
 from htr.errors import DatasetError
 from htr.inference import Transcriber

@@ -166,14 +166,22 @@ class Transcriber:
         return results  # type: ignore[return-value]
 
 
-def shipped_models() -> dict[str, Path]:
-    """Names of the models shipped inside the package -> their files."""
-    return {p.stem: p for p in sorted(MODELS_DIR.glob("*.safetensors"))}
+BASE_PREFIX = "base-"  # base models (synthetic pretraining only, for fine-tuning) are named base-<cell>
+
+
+def shipped_models(base: bool = False) -> dict[str, Path]:
+    """Names of the recognisers shipped inside the package -> their files; with ``base`` also the
+    base models of ``models/base/`` as ``base-<cell>``."""
+    models = {p.stem: p for p in sorted(MODELS_DIR.glob("*.safetensors"))}
+    if base:
+        models |= {BASE_PREFIX + p.stem: p for p in sorted((MODELS_DIR / "base").glob("*.safetensors"))}
+    return models
 
 
 def load_model(name_or_path: str | Path) -> Transcriber:
-    """A shipped model by name (relu_add, gru, lstm), or a path to a .ckpt or .safetensors file."""
-    shipped = shipped_models()
+    """A shipped model by name (relu_add, gru, lstm, or a base model: base-relu_add, ...), or a path to
+    a .ckpt or .safetensors file."""
+    shipped = shipped_models(base=True)
     if str(name_or_path) in shipped:
         return Transcriber.from_safetensors(shipped[str(name_or_path)])
     path = Path(name_or_path)

@@ -2,6 +2,7 @@
 configuration and builds the plain `Recognizer` (htr.nn); it owns no layers of its own."""
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -11,10 +12,15 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from htr.errors import CodecError, DatasetError
+from htr.inference import load_model
 from htr.nn.recognizer import Recognizer, RecognizerConfig
 from htr.text.codec import DEFAULT_CHARSET, Codec
 from htr.text.decoding import decode_batch
 from htr.text.metrics import ErrorRate
+from htr.transfer import CharsetMode, init_recognizer, merge_charsets
+
+log = logging.getLogger(__name__)
 
 
 def ctc_feasible(targets: list[Tensor], frames: Tensor) -> Tensor:
@@ -40,31 +46,70 @@ class ValidateAtLastStep(Callback):
 class HTRModule(pl.LightningModule):
     def __init__(self, recognizer: RecognizerConfig | None = None, charset: str = DEFAULT_CHARSET,
                  lr: float = 1e-3, weight_decay: float = 1e-2, warmup_steps: int = 200,
-                 beam_width: int = 1, recurrent_on_cpu: bool = False) -> None:
-        """
-        recognizer: the network (cell, sizes); charset: the codec's characters (linked from the data
-        module by the CLI); lr/weight_decay: AdamW; warmup_steps: linear warm-up, then cosine decay to
-        5 % of lr over the run (max_steps, or trainer.max_time when that budget ends first);
-        beam_width: decoding for validation/test/predict (1 = greedy);
-        recurrent_on_cpu: on an accelerator, keep the recurrent decoder and classifier on the CPU, where
-        relu_add has compiled kernels (on CUDA its per-step loop is launch-bound: on an H100, a training
-        step of the default recogniser at batch 32 took 83 ms against 9 ms with cuDNN's GRU); the
-        encoder stays on the accelerator.
+                 beam_width: int = 1, recurrent_on_cpu: bool = False, init_from: str | None = None,
+                 init_charset: CharsetMode = "union", data_charset: str | None = None) -> None:
+        """The CTC training of a ``Recognizer``.
+
+        Args:
+            recognizer: the network (cell, sizes). Left unset with ``init_from``, the source model's.
+            charset: the data's characters, in the order its targets are encoded (linked from the data
+                module by the CLI).
+            lr: AdamW's peak learning rate.
+            weight_decay: AdamW's decoupled weight decay.
+            warmup_steps: linear warm-up, then cosine decay to 5 % of lr over the run (max_steps, or
+                trainer.max_time when that budget ends first).
+            beam_width: decoding for validation/test/predict (1 = greedy).
+            recurrent_on_cpu: on an accelerator, keep the recurrent decoder and classifier on the CPU,
+                where relu_add has compiled kernels (its per-step loop is launch-bound on CUDA).
+            init_from: start from this model's weights instead of random ones: a shipped name
+                (relu_add, base-gru, ...), a .ckpt or a .safetensors file (htr.transfer).
+            init_charset: with init_from, the model's characters: "union" keeps the source's and adds the
+                data's new ones, "new" keeps the data's only.
+            data_charset: set when restoring a saved module: the data's charset when it differs from the
+                model's (``charset`` then holds the model's). Leave unset.
         """
         super().__init__()
         if isinstance(recognizer, dict):
             recognizer = RecognizerConfig.from_dict(recognizer)
-        recognizer = recognizer or RecognizerConfig()
-        self.save_hyperparameters({"recognizer": recognizer.to_dict(), "charset": charset, "lr": lr,
-                                   "weight_decay": weight_decay, "warmup_steps": warmup_steps,
+        data_codec = Codec(data_charset or charset)
+        if init_from:
+            source = load_model(init_from)
+            self.codec = Codec(merge_charsets(source.codec.charset, data_codec.charset, init_charset))
+            self.net, rows = init_recognizer(source, recognizer, self.codec, str(init_from))
+            log.info("initialised from %s: %d classifier rows copied, %d new, codec of %d characters (%s)",
+                     init_from, rows["copied"], rows["new"], len(self.codec.charset), init_charset)
+        else:
+            self.codec = Codec(charset)
+            self.net = Recognizer(recognizer or RecognizerConfig(), num_classes=len(self.codec))
+        # Targets arrive encoded with the data's codec: map them to the model's when the two differ.
+        if data_codec != self.codec:
+            unknown = self.codec.missing(data_codec.charset)
+            if unknown:
+                raise CodecError(f"the data's characters {''.join(unknown)!r} are not in the model's charset; "
+                                 f"expected init_charset='union' or a charset that holds them")
+            mapping = [0] + self.codec.encode(data_codec.charset)
+            self.register_buffer("target_map", torch.tensor(mapping, dtype=torch.long), persistent=False)
+        else:
+            self.target_map = None
+        # What rebuilds this module exactly (load_from_checkpoint): the model's charset, the data's if
+        # different, and no init_from (the weights come from the checkpoint).
+        self.save_hyperparameters({"recognizer": self.net.config.to_dict(), "charset": self.codec.charset,
+                                   "data_charset": None if self.target_map is None else data_codec.charset,
+                                   "lr": lr, "weight_decay": weight_decay, "warmup_steps": warmup_steps,
                                    "beam_width": beam_width, "recurrent_on_cpu": recurrent_on_cpu})
-        self.codec = Codec(charset)
-        self.net = Recognizer(recognizer, num_classes=len(self.codec))
+        self.init_from = init_from
         self.metrics = torch.nn.ModuleDict({
             f"{stage}_{name}": ErrorRate(unit, ignore_case=ic)
             for stage in ("val", "test")
             for name, unit, ic in (("cer", "char", False), ("wer", "word", False), ("cer_nocase", "char", True))})
         self.skipped_lines = 0  # training lines whose label cannot fit their frame count
+
+    def setup(self, stage: str) -> None:
+        data = getattr(self.trainer, "datamodule", None)
+        height = getattr(data, "height", None)
+        if height is not None and height != self.net.config.height:
+            raise DatasetError(f"the data module's line height is {height} px but the network expects "
+                               f"{self.net.config.height} px; set data.init_args.height: {self.net.config.height}")
 
     def on_fit_start(self) -> None:
         if self.hparams.recurrent_on_cpu and self.device.type != "cpu":
@@ -77,7 +122,8 @@ class HTRModule(pl.LightningModule):
     def ctc_loss(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor, int]:
         """Mean per-character CTC loss over the lines whose label fits; returns the number skipped."""
         log_probs, frames = self.net(batch["images"], batch["widths"])  # (T, N, C), (N,)
-        targets = list(batch["targets"].split(batch["target_lengths"].tolist()))
+        encoded = batch["targets"] if self.target_map is None else self.target_map[batch["targets"]]
+        targets = list(encoded.split(batch["target_lengths"].tolist()))
         ok = ctc_feasible(targets, frames)
         skipped = int((~ok).sum())
         if not bool(ok.any()):
@@ -146,4 +192,5 @@ class HTRModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Everything needed to rebuild the network and read its output, in plain JSON-able types.
-        checkpoint["htr"] = {"codec": self.codec.to_dict(), "recognizer": self.net.config.to_dict()}
+        checkpoint["htr"] = {"codec": self.codec.to_dict(), "recognizer": self.net.config.to_dict(),
+                             "init_from": self.init_from}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from htr.bench import cells, malloc, step
-from htr.bench.timing import format_table
+from htr.tables import format_table
 
 CELL_NAMES = {"relu_add", "gru", "lstm"}
 

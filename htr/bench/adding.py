@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from htr.bench.timing import fix_threads, format_table
+from htr.bench.timing import fix_threads
+from htr.tables import format_table
 from htr.nn import CELLS, build_recurrent
 
 BASELINE_MSE = 1 / 6  # variance of the sum of two U(0, 1) values: the score of always answering 1.0

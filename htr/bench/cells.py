@@ -12,7 +12,8 @@ from itertools import product
 
 import torch
 
-from htr.bench.timing import fix_threads, format_table, interleaved_medians
+from htr.bench.timing import fix_threads, interleaved_medians
+from htr.tables import format_table
 from htr.nn import CELLS, build_recurrent
 
 

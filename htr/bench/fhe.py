@@ -246,7 +246,7 @@ def _row_text(rec: dict, cells) -> str:
 
 
 def to_tables(report: dict) -> str:
-    from htr.bench.timing import format_table
+    from htr.tables import format_table
 
     cells = report["cells"]
     rows, prow = [], []
@@ -304,7 +304,7 @@ def run_integer(input_size: int = 256, hidden_size: int = 128, steps: int = 128,
 
 
 def integer_tables(report: dict) -> str:
-    from htr.bench.timing import format_table
+    from htr.tables import format_table
 
     rows = []
     for sp in report["speed"]:

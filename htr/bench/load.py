@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from htr.bench.timing import format_table
+from htr.tables import format_table
 
 DEFAULT_IMAGE = Path(__file__).resolve().parents[2] / "app" / "examples" / "poilus_1.png"
 SCRIPT = "import sys; from htr import load_model; print(load_model(sys.argv[1]).transcribe([sys.argv[2]])[0].text)"

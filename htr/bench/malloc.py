@@ -21,7 +21,8 @@ import statistics
 import subprocess
 import sys
 
-from htr.bench.timing import fix_threads, format_table, interleaved_medians
+from htr.bench.timing import fix_threads, interleaved_medians
+from htr.tables import format_table
 from htr.nn import CELLS
 
 DEFAULT_PRELOAD = "libtcmalloc_minimal.so.4"

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from htr.bench.timing import fix_threads, format_table, interleaved_medians
+from htr.bench.timing import fix_threads, interleaved_medians
+from htr.tables import format_table
 from htr.nn import CELLS
 from htr.nn.recognizer import RecognizerConfig
 

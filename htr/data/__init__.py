@@ -10,6 +10,7 @@ from importlib import import_module
 _EXPORTS = {
     "AugmentConfig": "augment", "Augmenter": "augment",
     "LineDataModule": "datamodule", "SyntheticDataModule": "datamodule", "FolderDataModule": "datamodule",
+    "FolderMixDataModule": "datamodule", "FolderSource": "folder", "WeightedMix": "mixing",
     "IAMDataModule": "datamodule", "RIMESDataModule": "datamodule",
     "LineDataset": "dataset", "LineSample": "dataset", "prepare_samples": "dataset",
     "PreprocessConfig": "images", "collate": "images", "load_image": "images", "preprocess": "images",

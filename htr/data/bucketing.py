@@ -44,12 +44,16 @@ class WidthBucketedBatches(IterableDataset):
         return [self.dataset]
 
     def __len__(self) -> int:
-        return math.ceil(len(self.dataset) / self.batch_size)  # type: ignore[arg-type]
+        size = getattr(self.dataset, "epoch_size", None) or len(self.dataset)  # type: ignore[arg-type]
+        return math.ceil(size / self.batch_size)
 
     def _indices(self) -> list[int]:
-        """This worker's share of one epoch's shuffled indices."""
+        """This worker's share of one epoch's shuffled indices (a weighted draw for a WeightedMix)."""
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(len(self.dataset), generator=generator)  # type: ignore[arg-type]
+        if hasattr(self.dataset, "epoch_indices"):
+            order = self.dataset.epoch_indices(generator)
+        else:
+            order = torch.randperm(len(self.dataset), generator=generator)  # type: ignore[arg-type]
         info = get_worker_info()
         shard = order if info is None else order[info.id::info.num_workers]
         return shard.tolist()

@@ -9,28 +9,32 @@ training fonts only). Validation and test sets are never augmented nor mixed.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from htr.data.augment import AugmentConfig, Augmenter
 from htr.data.bucketing import WidthBucketedBatches
 from htr.data.dataset import BadImageRule, LineDataset, LineSample, prepare_samples, worker_init_fn
-from htr.data.folder import read_folder
+from htr.data.folder import FolderSource, read_folder
 from htr.data.iam import read_iam
 from htr.data.images import PreprocessConfig, collate
+from htr.data.mixing import MixSampler, WeightedMix
 from htr.data.rimes import read_rimes_xml, split_pages
 from htr.data.synthetic import SyntheticConfig, SyntheticLineDataset
+from htr.tables import format_table
 from htr.errors import DatasetError
-from htr.text.codec import DEFAULT_CHARSET, Codec, UnknownRule
+from htr.text.codec import DEFAULT_CHARSET, Codec, UnknownRule, format_counts, normalize_text
 
 log = logging.getLogger(__name__)
 
 Split = Literal["train", "val", "test"]
+SYNTHETIC_POOL = 100_000  # rendered indices the synthetic share of a training mix draws from
 
 
 class LineDataModule(pl.LightningDataModule):
@@ -59,10 +63,12 @@ class LineDataModule(pl.LightningDataModule):
         synthetic_ratio: float = 0.0,  # synthetic training lines per real training line (0 = none)
         synthetic_seed: int = 0,
         predict_split: Split | None = None,  # what predict_dataloader serves; None = test if any else val
+        extend_charset: bool = False,  # append the training split's characters that charset lacks
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.charset = charset
+        self.save_hyperparameters(ignore=["charset"])  # the model records the charset it encodes with
+        self._charset: str | None = None if extend_charset else charset
+        self.base_charset = charset
         self.height = height
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -80,6 +86,23 @@ class LineDataModule(pl.LightningDataModule):
         self.datasets: dict[str, Dataset] = {}
         self.stats: dict[str, dict[str, Any]] = {}
         self._codec: Codec | None = None
+
+    @property
+    def charset(self) -> str:
+        """The characters targets are encoded with; with ``extend_charset`` the training split's new
+        characters follow ``charset``, most frequent first (read on first use, before ``setup``)."""
+        if self._charset is None:
+            samples = self.read_split("train") or []
+            counts = Counter(ch for s in samples for ch in normalize_text(s.text) if ch not in self.base_charset)
+            self._charset = self.base_charset + "".join(ch for ch, _ in sorted(counts.items(), key=lambda c: (-c[1], c[0])))
+            if counts:
+                log.info("%s: charset extended by %d characters: %s", self.describe("train"), len(counts),
+                         format_counts(counts))
+        return self._charset
+
+    @charset.setter
+    def charset(self, value: str) -> None:
+        self._charset = value
 
     @property
     def codec(self) -> Codec:
@@ -100,22 +123,36 @@ class LineDataModule(pl.LightningDataModule):
         samples = self.read_split(split)
         if samples is None:
             return None
-        kept, stats = prepare_samples(samples, self.codec, self.unknown, self.bad_images, self.describe(split),
-                                      self.check_images)
-        self.stats[split] = stats
+        ds = self.checked_dataset(samples, split, self.describe(split))
+        return self.with_synthetic([ds], [1.0], [self.describe(split)]) if split == "train" else ds
+
+    def checked_dataset(self, samples: list[LineSample], split: Split, source: str) -> LineDataset:
+        """The usable samples of one source as a LineDataset (augmented for training); its counts go to
+        ``self.stats[split]`` (``self.stats[split]["sources"][source]`` when a split has several)."""
+        kept, stats = prepare_samples(samples, self.codec, self.unknown, self.bad_images, source, self.check_images)
+        self.stats.setdefault(split, {}).setdefault("sources", {})[source] = stats
+        if len(self.stats[split]["sources"]) == 1:
+            self.stats[split].update(stats)
         if not kept:
-            raise DatasetError(f"{self.describe(split)}: no usable lines out of {len(samples)} "
+            raise DatasetError(f"{source}: no usable lines out of {len(samples)} "
                                f"(see the warnings above: {stats['bad_images'] and 'bad images' or 'labels'})")
-        train = split == "train"
-        augmenter = self._augmenter() if train else None
-        ds: Dataset = LineDataset(kept, self.codec, self.preprocess_config, augmenter, self.bad_images, stats)
-        if train and self.synthetic_ratio > 0:
-            n = max(1, round(self.synthetic_ratio * len(kept)))
-            synth = SyntheticLineDataset("train", self.codec, SyntheticConfig(seed=self.synthetic_seed, train_size=n),
-                                         self.preprocess_config, augmenter)
-            log.info("%s: %d real + %d synthetic training lines", self.describe(split), len(kept), n)
-            ds = ConcatDataset([ds, synth])
-        return ds
+        augmenter = self._augmenter() if split == "train" else None
+        return LineDataset(kept, self.codec, self.preprocess_config, augmenter, self.bad_images, stats)
+
+    def with_synthetic(self, parts: list[Dataset], weights: list[float], names: list[str]) -> Dataset:
+        """The training mix: ``parts`` with their weights, plus ``synthetic_ratio`` synthetic lines per
+        real draw, a fresh selection each epoch from a large pool of rendered indices."""
+        real = sum(round(w * len(p)) for p, w in zip(parts, weights))  # type: ignore[arg-type]
+        if self.synthetic_ratio > 0:
+            draws = max(1, round(self.synthetic_ratio * real))
+            pool = max(draws, SYNTHETIC_POOL)
+            synth = SyntheticLineDataset("train", self.codec, SyntheticConfig(seed=self.synthetic_seed, train_size=pool),
+                                         self.preprocess_config, self._augmenter())
+            parts, weights, names = [*parts, synth], [*weights, draws / pool], [*names, "synthetic"]
+            log.info("training mix: %d real + %d synthetic lines per epoch", real, draws)
+        if len(parts) == 1 and weights[0] == 1.0:
+            return parts[0]
+        return WeightedMix(parts, weights, names)
 
     def _augmenter(self) -> Augmenter | None:
         """Training augmentation seeded from torch's RNG, so ``seed_everything`` makes runs repeatable
@@ -149,6 +186,10 @@ class LineDataModule(pl.LightningDataModule):
         batch = partial(collate, pad_to_multiple=self.pad_to_multiple)
         common = dict(num_workers=self.num_workers, worker_init_fn=worker_init_fn,
                       persistent_workers=self.num_workers > 0)
+        dataset = self.datasets[split]
+        if split == "train" and isinstance(dataset, WeightedMix) and self.bucket_batches == 0:
+            return DataLoader(dataset, batch_size=self.batch_size, sampler=MixSampler(dataset, int(torch.initial_seed() % 2**31)),
+                              collate_fn=batch, **common)
         if split == "train" and self.bucket_batches > 0:
             bucketed = WidthBucketedBatches(self.datasets[split], self.batch_size, batch, self.bucket_batches,
                                             seed=int(torch.initial_seed() % 2**31))
@@ -217,6 +258,62 @@ class FolderDataModule(LineDataModule):
     def read_split(self, split: Split) -> list[LineSample] | None:
         name = self.split_names[split]
         return read_folder(self.root, name) if name else None
+
+
+class FolderMixDataModule(LineDataModule):
+    """Several TSV folders in one training run, each a ``FolderSource`` with its weight and text
+    rules (htr.data.folder, htr.data.mixing). Validation and test come from the sources that name a
+    ``val_split`` / ``test_split``: the first one that does is the split used for model selection.
+    At setup every source's lines, characters and draws per epoch are logged."""
+
+    def __init__(self, sources: list[FolderSource], test_split: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sources = [s if isinstance(s, FolderSource) else FolderSource(**s) for s in sources]
+        if not self.sources:
+            raise DatasetError("FolderMixDataModule: no sources; expected a list of {root: <folder>, weight: ...}")
+        self.test_split = test_split
+        self.rule_dropped: dict[str, int] = {}
+
+    def _source_for(self, split: Split) -> tuple[FolderSource, str] | None:
+        for source in self.sources:
+            name = {"train": None, "val": source.val_split, "test": self.test_split}[split]
+            if name is not None and (split != "test" or (Path(source.root) / f"{name}.tsv").is_file()):
+                return source, name
+        return None
+
+    def describe(self, split: Split) -> str:
+        if split == "train":
+            return "+".join(s.label for s in self.sources if s.train_split) + " train"
+        found = self._source_for(split)
+        return str(Path(found[0].root) / f"{found[1]}.tsv") if found else f"{type(self).__name__}[{split}]"
+
+    def read_split_available(self, split: Split) -> bool:
+        return split == "train" or self._source_for(split) is not None
+
+    def read_split(self, split: Split) -> list[LineSample] | None:
+        if split == "train":
+            return [s for source in self.sources if source.train_split for s in source.read(source.train_split)[0]]
+        found = self._source_for(split)
+        return found[0].read(found[1])[0] if found else None
+
+    def make_dataset(self, split: Split) -> Dataset | None:
+        if split != "train":
+            return super().make_dataset(split)
+        parts, weights, names, rows = [], [], [], []
+        for source in self.sources:
+            if not source.train_split or source.weight == 0:
+                continue
+            samples, dropped = source.read(source.train_split)
+            ds = self.checked_dataset(samples, "train", source.label)
+            chars = Counter(ch for s in ds.samples for ch in s.text)
+            parts.append(ds), weights.append(source.weight), names.append(source.label)
+            rows.append((source.label, len(samples) + dropped, dropped, len(ds), sum(chars.values()), len(chars),
+                         source.weight, round(source.weight * len(ds))))
+            log.info("%s characters: %s", source.label, format_counts(chars))
+        self.rule_dropped = {r[0]: r[2] for r in rows}
+        log.info("training sets:\n%s", format_table(
+            ["set", "lines", "dropped by rules", "kept", "characters", "distinct", "weight", "draws/epoch"], rows))
+        return self.with_synthetic(parts, weights, names)
 
 
 class IAMDataModule(LineDataModule):

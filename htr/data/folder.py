@@ -4,9 +4,13 @@
     <root>/<image file name>    or <root>/images/<image file name>
 
 The text is everything after the first tab (tabs inside it become spaces through normalisation).
+``FolderSource`` is one such folder in a weighted training mix, with rules that bring its
+transcription conventions to the reference set's.
 """
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from htr.data.dataset import LineSample
@@ -40,3 +44,46 @@ def read_folder(root: str | Path, split: str = "train") -> list[LineSample]:
     if not samples:
         raise DatasetError(f"{tsv}: no lines; expected '<image file name>\\t<text>' per line")
     return samples
+
+
+@dataclass
+class FolderSource:
+    """One folder of a training mix (``FolderMixDataModule``), with its weight and its text rules.
+
+    Sets cut from different projects keep their own transcription conventions; ``replace`` maps them
+    to the reference set's (applied in order, before normalisation) and ``drop_lines`` leaves out the
+    lines whose text matches it (for instance deletion markup whose ink was never transcribed).
+    """
+
+    root: str
+    weight: float = 1.0  # draws of each line per epoch (0.5: half of the lines, a new half each epoch)
+    train_split: str | None = "train"
+    val_split: str | None = None
+    drop_lines: str | None = None  # regular expression searched in each line's text
+    replace: dict[str, str] = field(default_factory=dict)  # substring -> replacement
+    name: str | None = None  # for messages and reports; default: the folder's name
+
+    def __post_init__(self) -> None:
+        if self.weight < 0:
+            raise DatasetError(f"{self.root}: weight={self.weight}; expected >= 0")
+        try:
+            self._drop = re.compile(self.drop_lines) if self.drop_lines else None
+        except re.error as e:
+            raise DatasetError(f"{self.root}: drop_lines={self.drop_lines!r} is not a regular expression ({e})") from None
+
+    @property
+    def label(self) -> str:
+        return self.name or Path(self.root).name
+
+    def read(self, split: str) -> tuple[list[LineSample], int]:
+        """The split's samples with the text rules applied, and how many lines ``drop_lines`` left out."""
+        samples, dropped = [], 0
+        for s in read_folder(self.root, split):
+            text = s.text
+            for old, new in self.replace.items():
+                text = text.replace(old, new)
+            if self._drop is not None and self._drop.search(text):
+                dropped += 1
+                continue
+            samples.append(s if text == s.text else LineSample(s.id, text, s.image_path))
+        return samples, dropped
