@@ -42,7 +42,9 @@ def test_folder_module_with_synthetic_mix(tmp_path):
     root = _fixture_module("test_folder").make_folder(tmp_path / "f")
     dm = FolderDataModule(str(root), batch_size=2, synthetic_ratio=1.0, augment=True)
     dm.setup("fit")
-    assert len(dm.datasets["train"]) == 4 and len(dm.datasets["val"]) == 1  # 2 real + 2 synthetic
+    train = dm.datasets["train"]
+    assert train.draws() == [2, 2] and len(dm.datasets["val"]) == 1  # 2 real + 2 synthetic per epoch
+    assert len(dm.train_dataloader()) == 2  # 4 lines per epoch, batches of 2
     check_batch(next(iter(dm.train_dataloader())), 2)
     check_batch(next(iter(dm.val_dataloader())), 1)
     assert dm.stats["train"]["kept"] == 2
