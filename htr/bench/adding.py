@@ -1,12 +1,7 @@
-"""`htr bench adding`: the adding problem, a test of long-term memory (Hochreiter & Schmidhuber 1997).
-
-Each sequence has two channels: a value drawn uniformly from [0, 1], and a marker that is 1 at exactly
-two positions, one in each half of the sequence. The target is the sum of the two marked values; the
-loss is the mean squared error. Always answering 1.0 scores about 0.167 (the variance of the sum), so
-a cell that beats that by orders of magnitude carries information across about T/2 steps.
+"""`htr bench adding`: the adding problem (htr.tasks.adding) for each cell, with a table and a plot.
 
 Every cell gets the same hidden size, batch size, optimiser, learning rate, gradient clipping and
-number of steps; the test set is fixed by the seed.
+number of steps; the test set is fixed by the seed. Results: docs/results/adding.md.
 """
 from __future__ import annotations
 
@@ -17,13 +12,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from htr.bench.timing import fix_threads
+from htr.nn import CELLS
 from htr.tables import format_table
-from htr.nn import CELLS, build_recurrent
-
-BASELINE_MSE = 1 / 6  # variance of the sum of two U(0, 1) values: the score of always answering 1.0
+from htr.tasks.adding import BASELINE_MSE, AddingModel, adding_batch
+from htr.timing import fix_threads
 
 
 @dataclass
@@ -38,33 +32,6 @@ class AddingConfig:
     test_size: int = 1000       # fixed test sequences
     seed: int = 0
     device: str = "cpu"         # "cuda" runs every cell on the GPU (relu_add through its Triton kernels)
-
-
-def adding_batch(batch: int, steps: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Returns inputs (T, N, 2) and targets (N,)."""
-    values = torch.rand(steps, batch, generator=generator)
-    half = steps // 2
-    first = torch.randint(0, half, (batch,), generator=generator)
-    second = torch.randint(half, steps, (batch,), generator=generator)
-    markers = torch.zeros(steps, batch)
-    cols = torch.arange(batch)
-    markers[first, cols] = 1.0
-    markers[second, cols] = 1.0
-    target = values[first, cols] + values[second, cols]
-    return torch.stack([values, markers], dim=-1), target  # (T, N) x 2 -> (T, N, 2)
-
-
-class AddingModel(nn.Module):
-    """Recurrent layer, then a linear read-out of the final state."""
-
-    def __init__(self, cell: str, hidden_size: int) -> None:
-        super().__init__()
-        self.recurrent = build_recurrent(cell, 2, hidden_size)
-        self.readout = nn.Linear(hidden_size, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out, _ = self.recurrent(x)
-        return self.readout(out[-1]).squeeze(-1)  # (T, N, H) -> (N, H) -> (N,)
 
 
 def train_cell(cell: str, cfg: AddingConfig, log=print) -> dict:

@@ -10,6 +10,7 @@ command exit with status 1.
 Latency is end to end as a client sees it (submit -> result), so it includes waiting in the app's queue:
 the app runs one request at a time, each with 3 interleaved runs of every model (the app's per-request
 latency measurement). p50/p95 are the nearest-rank percentiles of the ``--requests`` latencies.
+Results: docs/results/cells.md.
 """
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 Every configuration times the three cells interleaved in one process (median of --repeats runs after
 warm-up), with torch's and BLAS's thread counts fixed and printed. Ratios below 1 mean relu_add is faster.
+Results: docs/results/cells.md.
 """
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from itertools import product
 
 import torch
 
-from htr.bench.timing import fix_threads, interleaved_medians
-from htr.tables import format_table
 from htr.nn import CELLS, build_recurrent
+from htr.tables import format_table
+from htr.timing import fix_threads, interleaved_medians
 
 
 def _step_fns(layers: dict, x: torch.Tensor) -> tuple[dict, dict]:

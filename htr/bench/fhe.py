@@ -15,10 +15,11 @@ interleaved (relu_add, gru, relu_add, gru, ...) so that load on a shared machine
 Cells: relu_add; gru (torch's GRU equations; each product of two encrypted values as two lookups,
 x y = floor((x+y)^2/4) - floor((x-y)^2/4)); gru_mv (the same GRU with each product, and its rescale,
 as one bivariate lookup, fhe.multivariate); gru_native (Concrete's own `x * y`: timings only, since
-with concrete-python 2.11 its results differ from the clear model's, which the report shows). Both cells copy their new state by one identity lookup
-for the matrix products (see htr.fhe.quantize.run_cell).
+with concrete-python 2.11 its results differ from the clear model's, which the report shows). Both
+cells copy their new state by one identity lookup for the matrix products (see
+htr.fhe.quantize.run_cell).
 
-Needs the optional extra: pip install -e .[fhe]
+Needs the optional extra: pip install -e .[fhe]. Results: docs/results/fhe.md.
 """
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 Each run is a fresh Python process that imports htr, loads the model, transcribes one line and exits;
 the wall time covers all of it (interpreter start, imports, numba's cached kernels, teardown). Models
 are interleaved and the median of --repeats runs is reported per model.
+Results: docs/results/cells.md.
 """
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """`htr bench malloc`: the training step under the C library's allocator and under a preloaded one.
 
 Why it matters: a CPU training step allocates and frees the same large activations every step (block
-1 of the encoder alone: 16 x 16 x 48 x 800 floats, 39 MB). glibc returns blocks above its 32 MB mmap
-threshold to the kernel on free, so the next step page-faults them back in, zeroed; under the
-profiler a quarter of relu_add's step was `aten::fill_` writing to fresh pages, and 2 % under
-tcmalloc (Debian: libtcmalloc-minimal4), which keeps freed memory for reuse.
+1 of the encoder alone: 16 x 16 x 48 x 800 floats, 39 MB). glibc returns blocks above its mmap
+threshold (at most 32 MB) to the kernel on free, so the next step page-faults them back in, zeroed;
+tcmalloc (Debian: libtcmalloc-minimal4) keeps freed memory for reuse. The profile and the timings:
+docs/results/malloc.md.
 
 An allocator cannot be swapped inside a running process, so this benchmark runs child processes that
 time `htr bench step`'s training step (pool first) for every cell, interleaved, and alternates the
@@ -21,9 +21,9 @@ import statistics
 import subprocess
 import sys
 
-from htr.bench.timing import fix_threads, interleaved_medians
-from htr.tables import format_table
 from htr.nn import CELLS
+from htr.tables import format_table
+from htr.timing import fix_threads, interleaved_medians
 
 DEFAULT_PRELOAD = "libtcmalloc_minimal.so.4"
 SYSTEM = "system"

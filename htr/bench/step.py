@@ -5,6 +5,7 @@ backward and an AdamW update, on a batch of the synthetic recipe's shape (config
 at 48 px, hidden 128, two bidirectional layers); inference is one line with no gradient. The step
 time, not the recurrent layer alone (`htr bench cells`), decides how many steps a fixed time budget
 buys. Every variant runs interleaved in one process (median of --repeats runs after warm-up).
+Results: docs/results/cells.md.
 """
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from htr.bench.timing import fix_threads, interleaved_medians
-from htr.tables import format_table
 from htr.nn import CELLS
 from htr.nn.recognizer import RecognizerConfig
+from htr.tables import format_table
+from htr.timing import fix_threads, interleaved_medians
 
 if TYPE_CHECKING:
     from htr.train import HTRModule

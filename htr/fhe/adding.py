@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from htr.fhe.quantize import ClearOps, QuantSpec, calibrate, quantize_inputs, quantize_relu_add
-from htr.bench.adding import AddingModel, adding_batch
+from htr.tasks.adding import AddingModel, adding_batch
 
 E2E_SPEC = QuantSpec(input_bits=4, state_bits=4, weight_bits=4, acc_bits=5)
 

@@ -40,9 +40,9 @@ SHIFT = 20
 
 @njit(cache=True)
 def _recurrence(accx, u_int, mx, mh, bias, lengths, reverse, Q, F, out_int, h_last):
-    """accx (T, N, 2H) int32 = W_int x_int; u_int (2H, H) int8 values held as int16 (so that the
-    int16 x int16 -> int32 dot products vectorise, ~4x faster than int8 x int32 here); mx, mh, bias
-    (2H,) int64 fixed point.
+    """accx (T, N, 2H) int32 = W_int x_int; u_int (2H, H) int8 values held as int16, because
+    int16 x int16 -> int32 dot products vectorise better than int8 x int32 ones (docs/results/fhe.md);
+    mx, mh, bias (2H,) int64 fixed point.
 
     Writes out_int (T, N, H) int32 (zeros past each length) and h_last (N, H) int32.
     """
@@ -202,13 +202,13 @@ def compare_cer(model: nn.Module, evaluate: Callable[[nn.Module], float], **kwar
     return {"float_cer": float_cer, "integer_cer": int_cer, "difference": int_cer - float_cer}
 
 
-def compare_on_folder(model: str = "relu_add", data: str = "../shared/realdata/poilus", split: str = "val",
-                      batch_size: int = 16, decoder: str = "greedy", **kwargs) -> dict:
+def compare_on_folder(model: str, data: str, split: str = "val", batch_size: int = 16, decoder: str = "greedy",
+                      **kwargs) -> dict:
     """CER of a trained relu_add model (shipped name or checkpoint path) with its float decoder and
     with the integer decoder (kwargs: IntegerReluAdd options), on one split of a TSV folder (or a YAML
     config with a data section), through the same `htr.evaluate.evaluate_model`.
 
-        python -c "from htr.fhe.integer import compare_on_folder as c; print(c('relu_add'))"
+        python -c "from htr.fhe.integer import compare_on_folder as c; print(c('relu_add', 'my_lines/', 'val'))"
     """
     from htr.evaluate import build_datamodule, evaluate_model
     from htr.inference import load_model
@@ -229,8 +229,8 @@ def compare_on_folder(model: str = "relu_add", data: str = "../shared/realdata/p
 def speed(input_size: int = 256, hidden_size: int = 256, steps: int = 128, batch: int = 1,
           num_layers: int = 2, bidirectional: bool = True, repeats: int = 10, threads: int = 1) -> dict:
     """Median inference seconds per call: float relu_add, integer relu_add, dynamic-int8 nn.GRU/nn.LSTM."""
-    from htr.bench.timing import fix_threads, interleaved_medians
     from htr.nn import build_recurrent
+    from htr.timing import fix_threads, interleaved_medians
 
     fix_threads(threads)
     torch.manual_seed(0)

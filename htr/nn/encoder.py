@@ -6,12 +6,11 @@ height 64: 64 -> 32 -> 16 -> 8 -> 4 rows); the remaining rows are flattened into
 projected to F.
 Keeping 4 px of width per frame leaves CTC about 5 frames per character on 64 px high cursive lines.
 
-Pooling comes before the norm and the ReLU, so that they run on a quarter of the positions (at full
-resolution, block 1's batch norm alone took about a fifth of the encoder's training step); `htr
-bench step` times the whole recogniser both ways. In eval mode the two orders give the same numbers
-when every batch-norm scale is positive (max pooling commutes with an increasing per-channel map);
-that is how the models trained with pooling last were carried over (``pool_before_norm=False`` keeps
-that order).
+Pooling comes before the norm and the ReLU, so that they run on a quarter of the positions; `htr
+bench step` times the whole recogniser both ways (docs/results/cells.md). In eval mode the two
+orders give the same numbers when every batch-norm scale is positive (max pooling commutes with an
+increasing per-channel map); that is how the models trained with pooling last were carried over
+(``pool_before_norm=False`` keeps that order).
 """
 from __future__ import annotations
 
@@ -64,8 +63,8 @@ class CNNEncoder(nn.Module):
             c_in = c_out
         self.height = height
         self.out_height = h
-        # Channels-last (NHWC) activations: on CPU, max pooling over NCHW took 5x as long, and the
-        # encoder's training step 1.5x (batch 16 at 48 x 640, 1 thread: 303 -> 194 ms).
+        # Channels-last (NHWC) activations: CPU max pooling is much faster on them than on NCHW
+        # (docs/results/cells.md).
         self.conv = nn.Sequential(*blocks).to(memory_format=torch.channels_last)
         self.dropout = nn.Dropout(dropout)
         self.project = nn.Linear(c_in * h, feature_size)

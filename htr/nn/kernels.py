@@ -9,8 +9,8 @@ Two drivers share those element-wise kernels:
 - `relu_add_forward` / `relu_add_backward` keep the whole loop in machine code (np.dot -> scipy's
   BLAS). Fastest for small batches, where per-step call overhead dominates.
 - htr.nn.relu_add drives the loop from Python for large batches, with torch's (MKL) matrix product per
-  step, which is about twice as fast as scipy's BLAS at batch 16; the per-step call overhead
-  (a few microseconds) is then small against the product.
+  step, which is faster than scipy's BLAS there (docs/results/cells.md); the per-step call overhead
+  is then small against the product.
 
 Equations (H hidden units; g = [s | a] are the two H-wide halves of the pre-activations):
     g_t   = Xp_t + h_{t-1} U^T                 Xp_t = W x_t + b, computed outside

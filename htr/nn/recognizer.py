@@ -22,7 +22,7 @@ class RecognizerConfig:
     bidirectional: bool = True
     dropout: float = 0.2            # between recurrent layers and before the classifier
     gate_bias: float = 1.0          # relu_add only: initial gate-score bias b_s; +1 starts forgetful,
-                                    # which trains faster on lines than -0.5 or -1 (see htr.nn.relu_add)
+                                    # which trains faster on lines (docs/results/synthetic.md)
     lstm_forget_bias: float | None = 1.0  # lstm only: initial forget-gate bias (remember at first, as
                                     # Keras does by default); None keeps torch's uniform init
 

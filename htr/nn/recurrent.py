@@ -9,7 +9,7 @@ length; state is the final state at each sequence's own end: (L*D, N, H) for rel
 a pair (h_n, c_n) for lstm, ordered as torch orders nn.GRU's. The backward direction starts at each
 sequence's own last step, so padding never changes outputs or final states.
 ``layer(x, lengths, final_state=False)`` returns (output, None): a caller that needs only the outputs
-(the recogniser) lets gru and lstm skip packing, which is 2.5-4x slower on CPU.
+(the recogniser) lets gru and lstm skip packing, which is slower on CPU (docs/results/cells.md).
 """
 from __future__ import annotations
 
@@ -97,8 +97,7 @@ class TorchRecurrent(RecurrentLayer):
 
     Sequences of different lengths run packed, except on CPU when no final state is wanted: then each
     layer and direction runs padded, the backward direction on sequences reversed within their lengths
-    (same outputs as packing; a training step of the recogniser's 2-layer bidirectional decoder,
-    T=160, batch 16, 1 thread: GRU 494 -> 189 ms, LSTM 604 -> 150 ms). The weights stay in the one
+    (same outputs as packing, faster: docs/results/cells.md). The weights stay in the one
     nn.GRU / nn.LSTM module, so state dicts are torch's own.
     """
 

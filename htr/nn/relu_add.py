@@ -12,20 +12,12 @@ W x and U h are products with learned weights; no step multiplies two data-depen
 there is no sigmoid, tanh or exp. Large s replaces the state by the candidate, very negative s keeps
 the state, s near 0 adds the candidate to it. Two weight blocks per step (GRU: three, LSTM: four).
 
-Initialisation (from the adding-problem trials): b_s = -1 (`gate_bias`) so that the cell starts by
-keeping its state, U orthogonal scaled by 0.5, W and b_n uniform in +-1/sqrt(input size) as nn.Linear. The input
-scale matters: with torch's GRU scale (+-1/sqrt(H)) |W x| stays far below |b_s| = 1, so the candidate
-is shrunk to exactly 0 (|n| <= 1 <= ReLU(-s)), the state never leaves 0 and no gradient reaches the
-gate (adding problem, T = 100: test MSE 0.5 after 400 steps, against 2.8e-4 with the fan-in scale).
-The HTR recogniser wants the opposite start. With b_s <= 0 the cell integrates its candidates
-(s <= 0 keeps the state whole), so over a 150-frame line its state runs into the clip: at
-initialisation, on synthetic lines, 47 % of its outputs sit at +-1 (no gradient through the clip)
-and 12-28 % at exactly 0 with b_s = -0.5 (b_s = -1: 90 % zero in the second layer). With b_s = +1
-the cell starts forgetful (the state shrinks by about 1 per step, the candidate passes whole): 1-6 %
-saturated, none at 0, and it learns sooner: 20 CPU-minutes on synthetic lines gave validation CER
-21.4 % (b_s = +1) against 26.1 % (b_s = -0.5), 35 % against 52 % at step 1,000 (an earlier recipe;
-logs in docs/gate_bias/). The recogniser therefore uses gate_bias = +1 (htr.nn.recognizer); the cell's own
-default stays -1, the adding problem's long-memory start.
+Initialisation: U orthogonal scaled by 0.5; W and b_n uniform in +-1/sqrt(input size), as nn.Linear
+(with torch's GRU scale, +-1/sqrt(H), |W x| stays below |b_s| = 1, the candidate is shrunk to exactly
+0 and no gradient reaches the gate); b_s = ``gate_bias``. The cell's default -1 starts it keeping its
+state, the long-memory start the adding problem wants. The recogniser starts forgetful at +1
+(htr.nn.recognizer): with b_s <= 0 the state integrates its candidates over a line and saturates in
+the clip. Measurements: docs/results/adding.md (initial scale), docs/results/synthetic.md (gate bias).
 
 Parameters are stored as W = [W_s; W_n] (2H, I), U = [U_s; U_n] (2H, H), b = [b_s; b_n] (2H):
 rows [0, H) give the gate score, rows [H, 2H) the candidate. U's memory holds U^T (the parameter is a
@@ -126,7 +118,7 @@ def _sequence_forward(xp: Tensor, u: Tensor, h0: Tensor, lengths: Tensor, revers
     states = xp.new_empty(T + 1, B, H2 // 2)
     states[0] = h0
     gates = torch.empty_like(xp)
-    # BLAS and torch.mm read a contiguous U^T faster than a transposed view (up to 45 % at batch 16).
+    # BLAS and torch.mm read a contiguous U^T faster than a transposed view (docs/results/cells.md).
     u_t = u.t().contiguous()  # (2H, H) -> (H, 2H): no copy with ReluAddCell's layout
     if not xp.is_cuda and B < TORCH_MATMUL_MIN_BATCH:
         kernels.relu_add_forward(_np(xp), _np(u_t), lengths.numpy(), reverse, _np(out), _np(states), _np(gates))
@@ -215,7 +207,7 @@ class ReluAddCell(nn.Module):
         self.gate_bias = gate_bias
         self.weight_ih = nn.Parameter(torch.empty(2 * hidden_size, input_size))
         # U (2H, H), laid out in memory as U^T (H, 2H): every step computes h @ U^T, so U^T is read
-        # without a per-call transposed copy (0.2 ms of a 1.1 ms batch-1 call). Any layout stays correct.
+        # without a per-call transposed copy (docs/results/cells.md). Any layout stays correct.
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, 2 * hidden_size).t())
         self.bias = nn.Parameter(torch.empty(2 * hidden_size))
         self.reset_parameters()

@@ -1,0 +1,1 @@
+"""Small synthetic tasks that exercise the recurrent cells outside handwriting recognition."""
