@@ -3,8 +3,9 @@ and what it costs.
 
     htr app [--model relu_add --model gru ...] [--ckpt X.ckpt ...] [--host 127.0.0.1] [--port 7860] [--share]
 
-UI only: models come from htr's public API (htr.inference), images are read by htr.data.images.load_image
-(clear ImageError messages for bad files), paragraphs are split by htr.segment.
+UI only: models come from htr's public API (htr.inference), images are read and paragraphs split into
+lines by htr.segment.find_lines (clear ImageError messages for bad files; the same code as
+``htr transcribe --segment``).
 
 Latency, per request and on the machine the app runs on: image reading + line segmentation + resizing
 ("preprocess") is timed once per preprocessing setting (shared by models with the same input height);
@@ -39,14 +40,12 @@ import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from htr.data.images import load_image  # noqa: E402
 from htr.errors import HTRError, ImageError  # noqa: E402
 from htr.inference import Transcriber  # noqa: E402
-from htr.segment import LineBox, segment_lines  # noqa: E402
+from htr.segment import LAYOUTS, LineBox, crop_lines, find_lines  # noqa: E402
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 DECODERS = ("greedy", "beam", "beam+lm")
-LAYOUTS = ("auto", "line", "paragraph")
 STAGES = ("preprocess", "encoder", "decoder", "ctc")
 MAX_UPLOAD = "10mb"  # per uploaded file (gradio rejects bigger uploads before they reach the app)
 REPEATS = 3
@@ -66,31 +65,11 @@ def read_lines(source: Any, layout: str = "auto", tight: bool = False
                ) -> tuple[Image.Image, list[LineBox], list[Image.Image]]:
     """Image file / bytes / PIL image -> (grayscale image, line boxes, line crops). Raises ImageError.
 
-    layout "line": the whole image is one line; "paragraph": split into lines by projection profiles;
-    "auto": split, and keep the whole image when at most one line is found (``tight``: its box instead,
-    for drawings, whose canvas is mostly empty).
+    The segmentation is the library's (htr.segment.find_lines, as for ``htr transcribe --segment``);
+    the app refuses pages of more than MAX_LINES lines.
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
-    gray = load_image(source)
-    lo, hi = gray.getextrema()
-    if hi - lo < 8:
-        raise ImageError(f"the image is blank ({gray.width}x{gray.height} pixels of one gray level, {lo}); "
-                         f"expected handwriting")
-    whole = LineBox(0, 0, gray.width, gray.height)
-    if layout == "line":
-        return gray, [whole], [gray]
-    boxes = segment_lines(gray)
-    if len(boxes) > MAX_LINES:
-        raise ImageError(f"{len(boxes)} text lines found; expected a line or a short paragraph "
-                         f"(at most {MAX_LINES} lines)")
-    if len(boxes) <= 1:
-        if layout == "paragraph" and not boxes:
-            raise ImageError("no text line found in the paragraph (too little ink contrast); try layout 'line'")
-        if tight and boxes:
-            return gray, boxes, [gray.crop(boxes[0].as_tuple())]
-        return gray, [whole], [gray]
-    return gray, boxes, [gray.crop(b.as_tuple()) for b in boxes]
+    gray, boxes = find_lines(source, layout, tight, max_lines=MAX_LINES)
+    return gray, boxes, crop_lines(gray, boxes)
 
 
 def transcribe(models: dict[str, Transcriber], source: Any, decoder: str = "greedy",

@@ -3,8 +3,8 @@
     htr fit|validate|test|predict --config configs/<dataset>/<cell>.yaml   (LightningCLI; any option
                                                                           can be overridden)
     htr evaluate --ckpt A.ckpt [--ckpt B.ckpt ...] --data <config.yaml | TSV folder> [--json]
-    htr transcribe IMAGE... (--model relu_add | --ckpt X)
-    htr export CKPT OUT.safetensors [--lm-text train.tsv]
+    htr transcribe IMAGE... (--model relu_add | --ckpt X) [--segment] [--format text|json|alto|page] [--out DIR]
+    htr export CKPT OUT.safetensors [--lm-text train.tsv] [--lm-data config.yaml]
     htr bench cells|step|malloc|adding|fhe|load|app ...
     htr app [--model NAME ...] [--ckpt PATH ...] [--host 127.0.0.1] [--port 7860] [--share]
 """
@@ -35,7 +35,10 @@ def run_lightning(argv: list[str]) -> None:
     from pytorch_lightning.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
     from jsonargparse import Namespace
     from pytorch_lightning.cli import LightningCLI
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+    from htr.checkpointing import (InterruptCheckpoint, install_handlers, read_checkpoint, restore_handlers,
+                                   stop_before_training, use_atomic_checkpoints)
     from htr.data.datamodule import LineDataModule
     from htr.train import HTRModule, ValidateAtLastStep
 
@@ -60,16 +63,29 @@ def run_lightning(argv: list[str]) -> None:
             parser.link_arguments("data", "model.charset", compute_fn=lambda dm: dm.charset, apply_on="instantiate")
             parser.add_argument("--predictions", default="predictions.tsv", help="TSV written by `htr predict`")
 
+        def _parse_ckpt_path(self) -> None:
+            # LightningCLI reads --ckpt_path's hyperparameters first: an empty or truncated file is a
+            # CheckpointError naming it, not torch's EOFError.
+            subcommand = self.config.get("subcommand")
+            ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if ckpt and (Path(ckpt).is_file() or Path(ckpt).suffix == ".ckpt"):
+                read_checkpoint(ckpt, mmap=True)
+            super()._parse_ckpt_path()
+
         def before_instantiate_classes(self) -> None:
-            # CSV + TensorBoard logs under <default_root_dir or runs>/<cell>/version_N, unless configured.
+            # CSV + TensorBoard logs, checkpoints and config.yaml under one <default_root_dir or
+            # runs>/<cell>/version_N (the same N for all), unless other loggers are configured; `fit
+            # --ckpt_path` on a checkpoint of that layout appends to its folder (htr.checkpointing).
             config = self.config[self.subcommand]
-            if config["trainer"].get("logger") in (None, True):
-                save_dir = config["trainer"].get("default_root_dir") or "runs"
-                name = config["model"]["recognizer"]["cell"] if config["model"].get("recognizer") else "htr"
-                config["trainer"]["logger"] = [
-                    Namespace(class_path=f"pytorch_lightning.loggers.{cls}",
-                              init_args=Namespace(save_dir=save_dir, name=name))
-                    for cls in ("CSVLogger", "TensorBoardLogger")]
+            _plan_loggers(config, self.subcommand, Namespace)
+
+        def instantiate_trainer(self, **kwargs):
+            trainer = super().instantiate_trainer(**kwargs)
+            use_atomic_checkpoints(trainer)  # temporary file + fsync + rename
+            return trainer
+
+        def before_fit(self) -> None:
+            self.trainer.callbacks.append(interrupt)  # a Checkpoint: Lightning runs it after the others
 
         def before_predict(self) -> None:
             self.trainer.callbacks.append(TSVPredictionWriter(self.config["predict"]["predictions"]))
@@ -77,15 +93,55 @@ def run_lightning(argv: list[str]) -> None:
     # From the shell the arguments are sys.argv's: let LightningCLI read them itself (passing both
     # makes it warn that they may differ).
     args = None if argv == sys.argv[1:] else argv
-    HTRCLI(HTRModule, LineDataModule, subclass_mode_data=True, args=args, seed_everything_default=0,
-           save_config_kwargs={"overwrite": True},
-           trainer_defaults={
-               # best-*.ckpt: the lowest validation CER; last.ckpt: the state at the latest validation
-               # (ModelCheckpoint's own save_last writes only when the best improves).
-               "callbacks": [ModelCheckpoint(monitor="val/cer", mode="min", save_top_k=1,
-                                             filename="best-{epoch:02d}-{step}"),
-                             ModelCheckpoint(filename="last", enable_version_counter=False),
-                             LearningRateMonitor(logging_interval="step"), ValidateAtLastStep()]})
+    # SIGTERM / SIGINT: before training, stop at once (nothing to save); once it runs, InterruptCheckpoint
+    # finishes the step, writes last.ckpt and ends the run, and htr fit exits 143 / 130.
+    interrupt = InterruptCheckpoint(command=["htr", *argv])
+    fitting = bool(argv) and argv[0] == "fit"
+    previous = install_handlers(stop_before_training) if fitting else {}
+    try:
+        HTRCLI(HTRModule, LineDataModule, subclass_mode_data=True, args=args, seed_everything_default=0,
+               save_config_kwargs={"overwrite": True},
+               trainer_defaults={
+                   # best-*.ckpt: the lowest validation CER; last.ckpt: the state at the latest validation
+                   # or interrupt (ModelCheckpoint's own save_last writes only when the best improves).
+                   "callbacks": [ModelCheckpoint(monitor="val/cer", mode="min", save_top_k=1,
+                                                 filename="best-{epoch:02d}-{step}"),
+                                 ModelCheckpoint(filename="last", enable_version_counter=False),
+                                 LearningRateMonitor(logging_interval="step"), ValidateAtLastStep()]})
+    except SIGTERMException:  # Lightning's deferred stop, after InterruptCheckpoint's checkpoint
+        raise interrupt.exit_error() from None
+    finally:
+        restore_handlers(previous)
+    if interrupt.signum is not None:  # the signal came during the run's last step: it is complete
+        raise interrupt.exit_error()
+
+
+def _plan_loggers(config, subcommand: str, Namespace) -> None:
+    """Point the default CSV + TensorBoard loggers (or a saved config.yaml's) at the run's folder."""
+    import logging
+    import re
+
+    from htr.checkpointing import plan_run
+
+    logger = config["trainer"].get("logger")
+    ours = ("htr.checkpointing.RunCSVLogger", "htr.checkpointing.RunTensorBoardLogger")
+    before = ["pytorch_lightning.loggers.CSVLogger", "pytorch_lightning.loggers.TensorBoardLogger"]  # older htr
+    saved = isinstance(logger, list) and [getattr(lg, "class_path", None) for lg in logger] in (list(ours), before)
+    if logger not in (None, True) and not saved:
+        return
+    save_dir = config["trainer"].get("default_root_dir") or "runs"
+    name = config["model"]["recognizer"]["cell"] if config["model"].get("recognizer") else "htr"
+    ckpt = config.get("ckpt_path")
+    resume = ckpt if subcommand == "fit" and ckpt and Path(str(ckpt)).suffix == ".ckpt" else None
+    plan = plan_run(save_dir, name, resume)
+    if plan.resume_step is not None:  # the checkpoint folder holds the run's checkpoints: as expected
+        warnings.filterwarnings("ignore", message=rf"Checkpoint directory {re.escape(str(plan.folder))}.* exists")
+        logging.getLogger("htr").info("resuming %s at step %d: logs and checkpoints go on in %s", ckpt,
+                                      plan.resume_step, plan.folder)
+    config["trainer"]["logger"] = [
+        Namespace(class_path=cls, init_args=Namespace(save_dir=plan.save_dir, name=plan.name, version=plan.version,
+                                                      purge_step=plan.resume_step))
+        for cls in ours]
 
 
 # ---- evaluate / transcribe / export ---------------------------------------------------------------
@@ -97,28 +153,56 @@ def _models(args: argparse.Namespace) -> list:
         names = list(shipped_models())
         if not names:
             raise SystemExit("no --model/--ckpt given and no shipped models found")
-    return [load_model(n) for n in names]
+    models = [load_model(n) for n in names]
+    for model in models:  # beam+lm scoring overrides for this command; the model file keeps its own
+        for key in ("lm_weight", "insertion_bonus"):
+            if getattr(args, key, None) is not None:
+                model.decoding[key] = getattr(args, key)
+    return models
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from htr.evaluate import build_datamodule, evaluate_model, to_table
+    from htr.evaluate import build_datamodule, evaluate_model, to_table, transcribe_split
+    from htr.report import error_report, format_report, read_groups, save_report
 
-    rows = []
+    rows, reports = [], []
+    decoders = args.decoders or [args.decoder]
     for model in _models(args):
         dm = build_datamodule(args.data, model.net.config.height, args.batch_size)
-        rows.append(evaluate_model(model, dm, args.split, args.decoder, args.beam_width))
+        for decoder in decoders:
+            lines = transcribe_split(model, dm, args.split, decoder, args.beam_width)
+            rows.append(evaluate_model(model, dm, args.split, decoder, args.beam_width, lines))
+            if args.report or args.report_out:
+                groups_file = next((Path(args.data) / f for f in ("writers.tsv", "documents.tsv")
+                                    if (Path(args.data) / f).is_file()), None)
+                groups = read_groups(groups_file) if groups_file else None
+                reports.append({"model": model.name, "decoder": decoder,
+                                **error_report(lines.refs, lines.hyps, lines.ids, groups)})
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
-        print(f"{rows[0]['data']}, split {args.split}, {args.decoder} decoding, batch {args.batch_size}, "
+        print(f"{rows[0]['data']}, split {args.split}, beam width {args.beam_width}, batch {args.batch_size}, "
               f"CPU ms per line (model + decoding)")
         print(to_table(rows))
+    if args.report:
+        for report in reports:
+            print(f"\n## {report['model']}, {report['decoder']} decoding\n{format_report(report)}", file=sys.stderr
+                  if args.json else sys.stdout)
+    for report in reports if args.report_out else []:
+        out = Path(args.report_out)
+        if len(reports) > 1:  # one file per model and decoder
+            out = out.with_name(f"{out.stem}.{report['model']}.{report['decoder']}{out.suffix}")
+        save_report(report, out)
+        print(f"wrote the error report to {out}", file=sys.stderr)
 
 
 def cmd_transcribe(args: argparse.Namespace) -> None:
     from htr.inference import iter_images
 
     paths = iter_images(args.images)
+    if args.segment or args.format:
+        _transcribe_pages(args, paths)
+        return
     for model in _models(args):
         results = model.transcribe(paths, decoder=args.decoder, beam_width=args.beam_width,
                                    batch_size=args.batch_size)
@@ -130,14 +214,67 @@ def cmd_transcribe(args: argparse.Namespace) -> None:
             print(f"{model.name}\t{r.id}\t{r.text}\t{r.confidence:.3f}\t{r.total_ms:.1f} ms")
 
 
+def _transcribe_pages(args: argparse.Namespace, paths: list[Path]) -> None:
+    """Whole pages (--segment) or images as one line each, written as text, JSON, ALTO or PAGE XML."""
+    import os
+
+    from tqdm import tqdm
+
+    from htr.writers import SUFFIXES, render
+
+    fmt = args.format or ("json" if args.json else "text")
+    models = _models(args)
+    several = len(paths) > 1 or len(models) > 1
+    out = Path(args.out) if args.out else None
+    if out is None and several and fmt in ("alto", "page"):
+        raise SystemExit(f"--format {fmt} of {len(paths)} images and {len(models)} models: one XML file per "
+                         f"page and model needs --out FOLDER")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    pages: list[dict] = []
+    written = []
+    for model in models:
+        for path in tqdm(paths, desc=model.name, unit="page", disable=len(paths) < 2, file=sys.stderr):
+            target = None
+            if out is not None:
+                target = out / f"{path.stem}{'.' + model.name if len(models) > 1 else ''}{SUFFIXES[fmt]}"
+            # the XML names its image relative to where it is written, so that it can be read back
+            name = os.path.relpath(path, target.parent) if target is not None else str(path)
+            layout = model.transcribe_page(path, segment=args.segment, decoder=args.decoder,
+                                           beam_width=args.beam_width, batch_size=args.batch_size, name=name)
+            if fmt == "json" and target is None:
+                pages.append(json.loads(render(layout, "json", model=model.name)))
+                continue
+            text = render(layout, fmt, model=model.name)
+            if target is not None:
+                target.write_text(text, encoding="utf-8")
+                written.append(target)
+            else:
+                if several:
+                    print(f"# {model.name} {path}")
+                print(text, end="")
+    if pages:
+        print(json.dumps(pages if several else pages[0], ensure_ascii=False, indent=1))
+    if written:
+        print(f"wrote {len(written)} {fmt} file{'s' if len(written) > 1 else ''} to {out}", file=sys.stderr)
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from htr.inference import Transcriber
     from htr.text.lm import CharNgramLM
 
     model = Transcriber.from_checkpoint(args.ckpt)
-    if args.lm_text:
-        texts = [line.split("\t", 1)[-1] for f in args.lm_text for line in Path(f).read_text("utf-8").splitlines()]
+    texts = [line.split("\t", 1)[-1] for f in args.lm_text or [] for line in Path(f).read_text("utf-8").splitlines()]
+    if args.lm_data:
+        from htr.evaluate import build_datamodule
+        from htr.text.codec import normalize_text
+
+        data = build_datamodule(args.lm_data, model.net.config.height)
+        texts += [normalize_text(s.text) for s in data.read_split("train") or []]
+    if texts:
         model.lm = CharNgramLM.train(texts, order=args.lm_order)
+        model.decoding = {"lm_weight": args.lm_weight, "insertion_bonus": args.insertion_bonus}
+        print(f"character LM of order {args.lm_order} trained on {len(texts)} lines")
     model.name = args.name or model.cell
     model.save(args.out)
     print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB)")
@@ -148,6 +285,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", action="append", help="checkpoint (.ckpt or .safetensors); repeatable")
     p.add_argument("--decoder", choices=("greedy", "beam", "beam+lm"), default="greedy")
     p.add_argument("--beam-width", type=int, default=10)
+    p.add_argument("--lm-weight", type=float, help="beam+lm: the LM's weight (default: the model's own)")
+    p.add_argument("--insertion-bonus", type=float, help="beam+lm: score per character (default: the model's own)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--json", action="store_true")
 
@@ -204,11 +343,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--data", required=True, help="YAML config with a data section, or a folder with <split>.tsv")
     p.add_argument("--split", default="val", choices=("train", "val", "test"))
+    p.add_argument("--decoders", nargs="+", choices=("greedy", "beam", "beam+lm"),
+                   help="several decoders in one table (one row per model and decoder); overrides --decoder")
+    p.add_argument("--report", action="store_true",
+                   help="also print confusions, insertions, deletions, CER per writer/document and the worst lines")
+    p.add_argument("--report-out", help="save the error report as .json or .html")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("transcribe", help="transcribe line images (files, folders or globs)")
+    p = sub.add_parser("transcribe", help="transcribe line images, or whole pages with --segment (files, folders or globs)")
     p.add_argument("images", nargs="+")
     _add_model_args(p)
+    p.add_argument("--segment", action="store_true",
+                   help="split each image into text lines first (the app's segmentation) and recognise every line")
+    p.add_argument("--format", choices=("text", "json", "alto", "page"),
+                   help="write each image as a page: plain text, JSON, ALTO 4 or PAGE 2019 XML (default with "
+                        "--segment: text, or json with --json)")
+    p.add_argument("--out", help="folder for one <image stem>.txt/.json/.xml per image (per image and model with "
+                                 "several models) instead of printing")
     p.set_defaults(func=cmd_transcribe)
 
     p = sub.add_parser("export", help="checkpoint -> shipped safetensors model (optionally with a char LM)")
@@ -216,7 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--name")
     p.add_argument("--lm-text", nargs="*", help="TSV/text files whose (last column) text trains the char LM")
+    p.add_argument("--lm-data", help="YAML config whose data section's training split (text rules applied) "
+                                     "trains the char LM")
     p.add_argument("--lm-order", type=int, default=6)
+    p.add_argument("--lm-weight", type=float, default=0.5, help="weight of the LM's log-probability in beam+lm")
+    p.add_argument("--insertion-bonus", type=float, default=0.0, help="score added per character in beam+lm")
     p.set_defaults(func=cmd_export)
 
     from htr import curves

@@ -3,16 +3,17 @@ from __future__ import annotations
 
 import importlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from tqdm import tqdm
 
-from htr.tables import format_table
 from htr.data.datamodule import FolderDataModule, LineDataModule
 from htr.errors import DatasetError
 from htr.inference import Transcriber
+from htr.tables import format_table
 from htr.text.metrics import cer, wer
 
 
@@ -33,29 +34,49 @@ def build_datamodule(data: str | Path, height: int, batch_size: int = 16) -> Lin
     raise DatasetError(f"{data}: expected a folder with <split>.tsv files or a YAML config with a data section")
 
 
-def evaluate_model(model: Transcriber, datamodule: LineDataModule, split: str = "val",
-                   decoder: str = "greedy", beam_width: int = 10) -> dict[str, Any]:
+@dataclass
+class SplitTranscription:
+    """What a model read on one split: line ids, references, hypotheses, and the model's seconds."""
+
+    ids: list[str]
+    refs: list[str]
+    hyps: list[str]
+    model_seconds: float
+
+
+def transcribe_split(model: Transcriber, datamodule: LineDataModule, split: str = "val", decoder: str = "greedy",
+                     beam_width: int = 10) -> SplitTranscription:
+    """Every line of a split through ``model`` in batches of the data module's batch size."""
     datamodule.setup("test" if split == "test" else "validate")
     dataset = datamodule.datasets.get(split)
     if dataset is None or len(dataset) == 0:
         raise DatasetError(f"{datamodule.describe(split)}: split {split!r} is empty or missing")
-    refs, hyps, model_s = [], [], 0.0
+    out = SplitTranscription([], [], [], 0.0)
     bs = datamodule.batch_size
     for start in tqdm(range(0, len(dataset), bs), desc=f"{model.name} on {split}", unit="batch", leave=False):
         items = [dataset[i] for i in range(start, min(start + bs, len(dataset)))]
         t = time.perf_counter()
-        out = model.run_batch([it["image"] for it in items], decoder, beam_width)
-        model_s += time.perf_counter() - t
-        refs += [it["text"] for it in items]
-        hyps += [tr.text for tr in out]
+        lines = model.run_batch([it["image"] for it in items], decoder, beam_width)
+        out.model_seconds += time.perf_counter() - t
+        out.ids += [it["id"] for it in items]
+        out.refs += [it["text"] for it in items]
+        out.hyps += [tr.text for tr in lines]
+    return out
+
+
+def evaluate_model(model: Transcriber, datamodule: LineDataModule, split: str = "val", decoder: str = "greedy",
+                   beam_width: int = 10, lines: SplitTranscription | None = None) -> dict[str, Any]:
+    """One row of the table: corpus CER, WER, case-insensitive CER and model time per line."""
+    t = lines or transcribe_split(model, datamodule, split, decoder, beam_width)
     return {"model": model.name, "cell": model.cell, "parameters": model.num_parameters,
-            "cer": cer(refs, hyps), "wer": wer(refs, hyps), "cer_nocase": cer(refs, hyps, ignore_case=True),
-            "lines": len(refs), "ms_per_line": model_s * 1e3 / len(refs), "split": split,
+            "cer": cer(t.refs, t.hyps), "wer": wer(t.refs, t.hyps), "cer_nocase": cer(t.refs, t.hyps, ignore_case=True),
+            "lines": len(t.refs), "ms_per_line": t.model_seconds * 1e3 / len(t.refs), "split": split,
             "data": datamodule.describe(split), "decoder": decoder}
 
 
 def to_table(rows: list[dict[str, Any]]) -> str:
-    header = ["model", "cell", "params", "CER %", "WER %", "CER nocase %", "lines", "ms/line"]
-    body = [[r["model"], r["cell"], f"{r['parameters']:,}", f"{100 * r['cer']:.2f}", f"{100 * r['wer']:.2f}",
-             f"{100 * r['cer_nocase']:.2f}", r["lines"], f"{r['ms_per_line']:.1f}"] for r in rows]
+    header = ["model", "cell", "params", "decoder", "CER %", "WER %", "CER nocase %", "lines", "ms/line"]
+    body = [[r["model"], r["cell"], f"{r['parameters']:,}", r["decoder"], f"{100 * r['cer']:.2f}",
+             f"{100 * r['wer']:.2f}", f"{100 * r['cer_nocase']:.2f}", r["lines"], f"{r['ms_per_line']:.1f}"]
+            for r in rows]
     return format_table(header, body)

@@ -3,6 +3,7 @@
     from htr import load_model
     model = load_model("relu_add")                 # a shipped model by name, or a .ckpt / .safetensors path
     [line] = model.transcribe(["line.png"])        # text, confidence and per-stage latency (ms)
+    page = model.transcribe_page("page.jpg")       # segmented into lines: htr.layout.PageLayout
 
 Shipped models are safetensors files: tensors plus JSON metadata (codec, network configuration,
 optional character LM); loading them executes no code.
@@ -13,7 +14,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -27,7 +28,11 @@ from htr.text.codec import Codec
 from htr.text.decoding import decode_batch
 from htr.text.lm import CharNgramLM
 
+if TYPE_CHECKING:
+    from htr.layout import PageLayout
+
 MODELS_DIR = Path(__file__).parent / "models"
+DEFAULT_DECODING = {"lm_weight": 0.5, "insertion_bonus": 0.0}
 ImageInput = str | Path | bytes | Image.Image | np.ndarray
 
 
@@ -52,12 +57,15 @@ def _ms_since(start: float) -> float:
 class Transcriber:
     """A trained recogniser with its codec, preprocessing and decoding options, ready for inference."""
 
-    def __init__(self, net: Recognizer, codec: Codec, lm: CharNgramLM | None = None, name: str = "") -> None:
+    def __init__(self, net: Recognizer, codec: Codec, lm: CharNgramLM | None = None, name: str = "",
+                 decoding: dict[str, float] | None = None) -> None:
         if net.num_classes != len(codec):
             raise CheckpointError(f"network has {net.num_classes} classes but the codec {len(codec)}")
         self.net = net.eval()
         self.codec = codec
         self.lm = lm
+        # beam+lm scoring (htr.text.decoding.beam_search), saved with the model
+        self.decoding = {**DEFAULT_DECODING, **(decoding or {})}
         self.name = name or net.config.cell
         self.preprocess_config = PreprocessConfig(height=net.config.height)
 
@@ -80,15 +88,15 @@ class Transcriber:
             raise CheckpointError(f"{name}: weights do not match the network: missing {missing[:5]}, "
                                   f"unexpected {unexpected[:5]}")
         lm = CharNgramLM.from_dict(meta["lm"]) if meta.get("lm") else None
-        return cls(net, codec, lm, name=name)
+        return cls(net, codec, lm, name=name, decoding=meta.get("decoding"))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> "Transcriber":
         """A Lightning checkpoint written by `htr fit` (weights_only: no code runs while loading)."""
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any failure here means "not a readable checkpoint"
-            raise CheckpointError(f"{path}: cannot read checkpoint ({e})") from None
+        from htr.ckptfile import read_checkpoint
+
+        # CheckpointError naming the file and what it holds (empty, truncated, unreadable)
+        ckpt = read_checkpoint(path, map_location="cpu", weights_only=True)
         if "htr" not in ckpt:
             raise CheckpointError(f"{path}: not an htr checkpoint (no 'htr' entry with codec and network config)")
         state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
@@ -109,7 +117,7 @@ class Transcriber:
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
         """Write weights + metadata as safetensors (the shipped format)."""
         meta = {"name": self.name, "codec": self.codec.to_dict(), "recognizer": self.net.config.to_dict(),
-                "lm": self.lm.to_dict() if self.lm else None, **(extra or {})}
+                "lm": self.lm.to_dict() if self.lm else None, "decoding": self.decoding, **(extra or {})}
         state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
         save_file(state, str(path), metadata={"htr": json.dumps(meta)})
 
@@ -123,8 +131,8 @@ class Transcriber:
         return preprocess(pil, c.height, c.min_width, c.max_width, c.too_wide, c.normalize_contrast, name=name)
 
     @torch.no_grad()
-    def run_batch(self, images: list[torch.Tensor], decoder: str = "greedy", beam_width: int = 10,
-                  lm_weight: float = 0.5) -> list[Transcription]:
+    def run_batch(self, images: list[torch.Tensor], decoder: str = "greedy", beam_width: int = 10
+                  ) -> list[Transcription]:
         """Preprocessed (1, H, W) tensors -> transcriptions with encoder/decoder/ctc timings."""
         batch = collate([{"image": im} for im in images], pad_to_multiple=8)
         n = len(images)
@@ -138,7 +146,7 @@ class Transcriber:
         width = 1 if decoder == "greedy" else beam_width
         lm = self.lm if decoder == "beam+lm" else None
         decoded = decode_batch(log_probs, frames, beam_width=width,
-                               **({"lm": lm, "codec": self.codec, "lm_weight": lm_weight} if lm else {}))
+                               **({"lm": lm, "codec": self.codec, **self.decoding} if lm else {}))
         ctc_ms = _ms_since(t)
         timing = {"encoder": encoder_ms / n, "decoder": decoder_ms / n, "ctc": ctc_ms / n}
         return [Transcription(self.codec.decode(idx), conf, dict(timing)) for idx, conf in decoded]
@@ -164,6 +172,15 @@ class Transcriber:
                 tr.id = names[i]
                 results[i] = tr
         return results  # type: ignore[return-value]
+
+    def transcribe_page(self, image: ImageInput, segment: bool = True, decoder: str = "greedy",
+                        beam_width: int = 10, batch_size: int = 16, name: str | None = None) -> "PageLayout":
+        """A page or paragraph image -> htr.layout.PageLayout: split into lines by the app's segmentation
+        (``segment=False``: one line), every line recognised in batches (htr.pages.transcribe_page).
+        Write it with htr.writers (to_text, to_json, to_alto, to_page)."""
+        from htr.pages import transcribe_page
+
+        return transcribe_page(self, image, segment, decoder, beam_width, batch_size, name)
 
 
 BASE_PREFIX = "base-"  # base models (synthetic pretraining only, for fine-tuning) are named base-<cell>

@@ -18,23 +18,33 @@ Method (the classic horizontal projection profile, enough for short, roughly hor
 
 A single text line gives one band; a blank image gives none. Skewed lines (more than about a line
 height of drift across the width) or touching lines are beyond this method: they come out merged.
+Each box also records an estimated ``baseline`` row: the bottom of its band (the x-height zone).
+
+``find_lines`` is the entry point that the app and ``htr transcribe --segment`` share: an image file
+(or bytes, or PIL image) and a layout (``line``: the whole image; ``paragraph``: split; ``auto``: split,
+and keep the whole image when at most one line is found) -> the grayscale image and its line boxes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+LAYOUTS = ("auto", "line", "paragraph")
+
 
 @dataclass(frozen=True)
 class LineBox:
-    """A line's box in image pixels: x0, y0 inclusive; x1, y1 exclusive (PIL crop order)."""
+    """A line's box in image pixels: x0, y0 inclusive; x1, y1 exclusive (PIL crop order); ``baseline``:
+    the estimated baseline row (image pixels) when the segmentation found one (not compared)."""
 
     x0: int
     y0: int
     x1: int
     y1: int
+    baseline: int | None = field(default=None, compare=False)
 
     @property
     def height(self) -> int:
@@ -148,7 +158,8 @@ def segment_lines(image: Image.Image | np.ndarray, threshold: float = 0.15, smoo
         if cols.size == 0:
             continue
         x0, x1 = max(0, int(cols[0]) - margin), min(w, int(cols[-1]) + 1 + margin)
-        boxes.append(LineBox(x0, max(0, y0), x1, min(h, y1)))
+        top, bottom = max(0, y0), min(h, y1)
+        boxes.append(LineBox(x0, top, x1, bottom, baseline=min(max(b - 1, top), bottom - 1)))
     return boxes
 
 
@@ -156,3 +167,38 @@ def crop_lines(image: Image.Image, boxes: list[LineBox] | None = None, **kwargs)
     """The line crops of a paragraph image (``boxes`` from segment_lines if not given)."""
     boxes = segment_lines(image, **kwargs) if boxes is None else boxes
     return [image.crop(b.as_tuple()) for b in boxes]
+
+
+def find_lines(source: Any, layout: str = "auto", tight: bool = False, max_lines: int | None = None
+               ) -> tuple[Image.Image, list[LineBox]]:
+    """Image file / bytes / PIL image -> (grayscale image, line boxes, top to bottom). Raises ImageError.
+
+    layout "line": the whole image is one line; "paragraph": split into lines by projection profiles
+    (ImageError when no line is found); "auto": split, and keep the whole image when at most one line is
+    found (``tight``: that line's box instead, for drawings, whose canvas is mostly empty). More than
+    ``max_lines`` lines (when given) is an ImageError.
+    """
+    from htr.data.images import load_image
+    from htr.errors import ImageError
+
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    gray = load_image(source)
+    lo, hi = gray.getextrema()
+    if hi - lo < 8:
+        raise ImageError(f"the image is blank ({gray.width}x{gray.height} pixels of one gray level, {lo}); "
+                         f"expected handwriting")
+    whole = LineBox(0, 0, gray.width, gray.height)
+    if layout == "line":
+        return gray, [whole]
+    boxes = segment_lines(gray)
+    if max_lines is not None and len(boxes) > max_lines:
+        raise ImageError(f"{len(boxes)} text lines found; expected a line or a short paragraph "
+                         f"(at most {max_lines} lines)")
+    if len(boxes) <= 1:
+        if layout == "paragraph" and not boxes:
+            raise ImageError("no text line found in the paragraph (too little ink contrast); try layout 'line'")
+        if tight and boxes:
+            return gray, boxes
+        return gray, [whole]
+    return gray, boxes

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, Timer
 import torch
@@ -191,6 +193,42 @@ class HTRModule(pl.LightningModule):
         return {"optimizer": optimiser, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Everything needed to rebuild the network and read its output, in plain JSON-able types.
-        checkpoint["htr"] = {"codec": self.codec.to_dict(), "recognizer": self.net.config.to_dict(),
-                             "init_from": self.init_from}
+        # Everything needed to rebuild the network and read its output, in plain JSON-able types (and
+        # what a callback put there already, e.g. htr.checkpointing's interrupt mark), plus what an
+        # exact resume needs beyond Lightning's own state: the global random streams (dropout) and the
+        # count of skipped lines. Plain types and tensors only: weights_only loading still works.
+        checkpoint.setdefault("htr", {}).update({
+            "codec": self.codec.to_dict(), "recognizer": self.net.config.to_dict(), "init_from": self.init_from,
+            "skipped_lines": self.skipped_lines, "rng": rng_state()})
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("htr") or {}
+        self.skipped_lines = int(saved.get("skipped_lines", 0))
+        self._rng_to_restore = saved.get("rng")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # A resumed run takes up the random streams where the checkpointed run left them, at the last
+        # moment before its first step (after the sanity check and the loaders' start).
+        state = getattr(self, "_rng_to_restore", None)
+        if state is not None:
+            set_rng_state(state)
+            self._rng_to_restore = None
+
+
+def rng_state() -> dict[str, Any]:
+    """The global random states (torch CPU and CUDA, numpy, Python), in weights_only-loadable types."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
+            "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+            "python": list(random.getstate()[1]) + [random.getstate()[2]]}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    *keys, gauss = state["python"]
+    random.setstate((3, tuple(keys), gauss))

@@ -6,6 +6,7 @@ Everything runs on tiny synthetic data and a tiny network so the file stays fast
 import csv
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -41,13 +42,7 @@ def _repo_root(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["htr"])  # LightningCLI warns when it sees pytest's own arguments
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is as fast, and far faster than two on contended cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread is faster
 
 
 def fit(root: Path, cell: str = "relu_add", *extra: str) -> None:
@@ -129,13 +124,17 @@ def test_the_last_step_is_validated_and_checkpointed(tmp_path):
 
 
 def test_resume_continues_from_saved_step(run, tmp_path):
-    last = only(run.rglob("last.ckpt"))
-    fit(tmp_path, "relu_add", "--trainer.max_steps", "4", "--trainer.val_check_interval", "2",
+    # A resumed run appends to its checkpoint's run folder: resume a copy, the shared run stays as it is.
+    shutil.copytree(run, tmp_path / "run")
+    last = only((tmp_path / "run").rglob("last.ckpt"))
+    fit(tmp_path / "elsewhere", "relu_add", "--trainer.max_steps", "4", "--trainer.val_check_interval", "2",
         "--trainer.log_every_n_steps", "1", "--ckpt_path", str(last))
-    resumed = torch.load(only(tmp_path.rglob("last.ckpt")), map_location="cpu", weights_only=True)
+    assert not (tmp_path / "elsewhere").exists()
+    resumed = torch.load(last, map_location="cpu", weights_only=True)
     assert resumed["global_step"] == 4
-    # Only steps 2 and 3 ran in this process: a restart from scratch would have logged 0..3.
-    assert [int(r["step"]) for r in read_metrics(tmp_path) if r.get("train/loss")] == [2, 3]
+    # Steps 0 and 1 from the first run, then 2 and 3 from this one (a restart from scratch would have
+    # logged 0..3 again), in the same metrics.csv.
+    assert [int(r["step"]) for r in read_metrics(tmp_path / "run") if r.get("train/loss")] == [0, 1, 2, 3]
 
 
 # ---- evaluate / transcribe / predict ------------------------------------------------------------
@@ -162,6 +161,14 @@ def test_evaluate(run, folder, capsys):
     for r in rows:
         assert r["cell"] == "relu_add" and r["parameters"] == n_params and r["lines"] == 3 and r["split"] == "val"
         assert r["cer"] >= 0 and r["wer"] >= 0 and 0 <= r["cer_nocase"] <= r["cer"] and r["ms_per_line"] > 0
+    main(["evaluate", "--ckpt", str(last), "--data", str(folder), "--decoders", "greedy", "beam", "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["model"], r["decoder"]) for r in rows] == [("last", "greedy"), ("last", "beam")]
+    main(["evaluate", "--ckpt", str(last), "--data", str(folder), "--report", "--report-out", str(folder / "r.json")])
+    out = capsys.readouterr().out
+    report = json.loads((folder / "r.json").read_text(encoding="utf-8"))
+    assert "Most frequent confusions" in out and "Worst lines:" in out and report["lines"] == 3
+    assert report["cer"] == pytest.approx(cer([r["ref"] for r in report["worst"]], [r["hyp"] for r in report["worst"]]))
     main(["evaluate", "--ckpt", str(last), "--ckpt", str(best), "--data", str(folder)])
     table = capsys.readouterr().out.splitlines()
     assert "val.tsv, split val" in table[0] and "CER %" in table[1]
@@ -267,8 +274,8 @@ OVERFIT_MAX_STEPS = 1000
 
 
 @pytest.mark.parametrize("cell", ["relu_add", "gru"])
-def test_overfits_eight_lines(cell):
-    # one intra-op thread (the module fixture _one_thread), as in the measurements above
+def test_overfits_eight_lines(cell, learn_by_heart):
+    # one intra-op thread (the one_thread fixture), as in the measurements above
     torch.manual_seed(0)
     module = tiny_module(cell)
     # short lines (4-10 characters), height 32, no augmentation: every line fits its frames
@@ -277,23 +284,7 @@ def test_overfits_eight_lines(cell):
     batch = collate([ds[i] for i in range(8)], pad_to_multiple=8)
     assert ctc_feasible(list(batch["targets"].split(batch["target_lengths"].tolist())),
                         module.net.encoder.frame_lengths(batch["widths"])).all()
-    optimiser = torch.optim.Adam(module.parameters(), lr=3e-3)
-    hyps: list[str] = []
-    for step in range(1, OVERFIT_MAX_STEPS + 1):
-        module.train()
-        loss, _, _, skipped = module.ctc_loss(batch)
-        assert skipped == 0
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        if step % 10 == 0:
-            module.eval()
-            with torch.no_grad():
-                log_probs, frames = module.net(batch["images"], batch["widths"])
-            hyps = [text for text, _ in module.transcribe_batch(log_probs, frames)]
-            if cer(batch["texts"], hyps) == 0:
-                print(f"{cell}: CER 0 after {step} steps")
-                break
+    hyps = learn_by_heart(module, batch, OVERFIT_MAX_STEPS)
     assert hyps == batch["texts"], f"not learnt in {OVERFIT_MAX_STEPS} steps: {list(zip(batch['texts'], hyps))}"
 
 
@@ -316,8 +307,13 @@ def test_every_config_parses(capsys):
             print_config(capsys, "configs/synthetic/gru.yaml", config)
             continue
         cfg = print_config(capsys, config)
-        assert cfg["model"]["recognizer"]["cell"] == Path(config).stem
-        assert cfg["data"]["init_args"]["height"] == cfg["model"]["recognizer"]["height"]
+        recognizer = cfg["model"]["recognizer"]
+        if recognizer is None:  # the network comes from init_from: the data's height must be that model's
+            assert cfg["data"]["init_args"]["height"] == load_model(cfg["model"]["init_from"]).net.config.height
+            continue
+        if Path(config).stem in ("relu_add", "gru", "lstm"):  # one file per cell
+            assert recognizer["cell"] == Path(config).stem
+        assert cfg["data"]["init_args"]["height"] == recognizer["height"]
 
 
 @pytest.mark.parametrize("preset, trainer, workers", [

@@ -8,7 +8,6 @@ from htr.errors import CheckpointError, CodecError
 from htr.inference import Transcriber
 from htr.nn.recognizer import RecognizerConfig
 from htr.text.codec import Codec
-from htr.text.metrics import cer
 from htr.train import HTRModule
 from htr.transfer import merge_charsets
 
@@ -16,12 +15,7 @@ SOURCE_CHARSET = "abcdefghijklmnopqrstuvwxyz "
 TINY = dict(height=32, channels=(8, 16, 16), feature_size=32, hidden_size=32, num_layers=1, dropout=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread is faster
 
 
 def save_source(tmp_path, cell="relu_add", charset=SOURCE_CHARSET, **overrides) -> str:
@@ -108,7 +102,7 @@ def test_missing_source_and_unencodable_data_are_refused(tmp_path):
         HTRModule(charset="abc", data_charset="abcé")
 
 
-def test_a_new_character_is_learnt_by_fine_tuning(tmp_path):
+def test_a_new_character_is_learnt_by_fine_tuning(tmp_path, learn_by_heart):
     """Start from a model whose codec lacks 'é' and 'ç'; after fine-tuning on lines that hold them
     the model transcribes them (the lines are learnt by heart, as in test_train's overfit test)."""
     source_path = save_source(tmp_path, charset=SOURCE_CHARSET)
@@ -118,19 +112,5 @@ def test_a_new_character_is_learnt_by_fine_tuning(tmp_path):
     g = torch.Generator().manual_seed(1)
     batch = collate([{"image": torch.rand(1, 32, 96, generator=g), "target": module.codec.encode(t), "text": t}
                      for t in texts], pad_to_multiple=8)
-    optimiser = torch.optim.Adam(module.parameters(), lr=3e-3)
-    hyps: list[str] = []
-    for step in range(1, 801):
-        module.train()
-        loss, *_ = module.ctc_loss(batch)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        if step % 20 == 0:
-            module.eval()
-            with torch.no_grad():
-                log_probs, frames = module.net(batch["images"], batch["widths"])
-            hyps = [text for text, _ in module.transcribe_batch(log_probs, frames)]
-            if cer(texts, hyps) == 0:
-                break
+    hyps = learn_by_heart(module, batch, 800)
     assert hyps == texts

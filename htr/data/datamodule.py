@@ -20,11 +20,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from htr.data.augment import AugmentConfig, Augmenter
 from htr.data.bucketing import WidthBucketedBatches
-from htr.data.dataset import BadImageRule, LineDataset, LineSample, prepare_samples, worker_init_fn
+from htr.data.dataset import BadImageRule, LineDataset, LineSample, prepare_samples
 from htr.data.folder import FolderSource, read_folder
 from htr.data.iam import read_iam
 from htr.data.images import PreprocessConfig, collate
 from htr.data.mixing import MixSampler, WeightedMix
+from htr.data.resumable import ResumableLoader, SeededItems, SeededSampler, train_worker_init_fn
 from htr.data.rimes import read_rimes_xml, split_pages
 from htr.data.synthetic import SyntheticConfig, SyntheticLineDataset
 from htr.tables import format_table
@@ -184,19 +185,32 @@ class LineDataModule(pl.LightningDataModule):
         if split not in self.datasets:
             raise DatasetError(f"{type(self).__name__} has no {split} split configured")
         batch = partial(collate, pad_to_multiple=self.pad_to_multiple)
-        common = dict(num_workers=self.num_workers, worker_init_fn=worker_init_fn,
+        common = dict(num_workers=self.num_workers, worker_init_fn=train_worker_init_fn,
                       persistent_workers=self.num_workers > 0)
         dataset = self.datasets[split]
-        if split == "train" and isinstance(dataset, WeightedMix) and self.bucket_batches == 0:
-            return DataLoader(dataset, batch_size=self.batch_size, sampler=MixSampler(dataset, int(torch.initial_seed() % 2**31)),
-                              collate_fn=batch, **common)
-        if split == "train" and self.bucket_batches > 0:
-            bucketed = WidthBucketedBatches(self.datasets[split], self.batch_size, batch, self.bucket_batches,
-                                            seed=int(torch.initial_seed() % 2**31))
+        if split == "train":
+            return self._train_loader(dataset, batch, common)
+        # its own generator: starting its workers does not move the global RNG (dropout), whose state a
+        # resumed run takes up from the checkpoint
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, collate_fn=batch,
+                          generator=torch.Generator(), **common)
+
+    def _train_loader(self, dataset: Dataset, batch: Any, common: dict[str, Any]) -> ResumableLoader:
+        """The training stream: seeded by (seed, epoch) and resumable from a checkpoint mid-epoch
+        (htr.data.resumable); width-bucketed batches, a weighted mix's draw or a shuffled set."""
+        seed = int(torch.initial_seed() % 2**31)
+        trainer = self.trainer  # set when a Trainer runs this module: start at its epoch
+        start = dict(start_epoch=trainer.current_epoch if trainer is not None else 0,
+                     generator=torch.Generator().manual_seed(seed))
+        if self.bucket_batches > 0:
+            bucketed = WidthBucketedBatches(dataset, self.batch_size, batch, self.bucket_batches, seed=seed)
             # A worker fills a whole pool before its first batch: let it run a pool ahead.
             prefetch = {"prefetch_factor": 2 * self.bucket_batches} if self.num_workers > 0 else {}
-            return DataLoader(bucketed, batch_size=None, **common, **prefetch)
-        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, collate_fn=batch, **common)
+            return ResumableLoader(bucketed, batch_size=None, **common, **prefetch, **start)
+        sampler = (MixSampler(dataset, seed, with_seeds=True) if isinstance(dataset, WeightedMix)
+                   else SeededSampler(dataset, seed, with_seeds=True))
+        return ResumableLoader(SeededItems(dataset), batch_size=self.batch_size, sampler=sampler, collate_fn=batch,
+                               **common, **start)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -376,3 +390,118 @@ class RIMESDataModule(LineDataModule):
             self._train_pages = read_rimes_xml(self.root / self.train_xml, self.root)
         train, val = split_pages(list(self._train_pages), self.val_fraction, self.split_seed)
         return [s for p in (train if split == "train" else val) for s in self._train_pages[p]]
+
+
+from htr.data import xml_lines  # noqa: E402 - appended with the class that uses it
+from htr.errors import ImageError  # noqa: E402
+
+
+class XMLDataModule(LineDataModule):
+    """ALTO (v2 to v4) and PAGE XML (2013, 2019) ground truth with its page images (htr.data.xml_lines):
+    every line with text is cut out by its polygon (pixels outside it set to the paper level), or its
+    box when it has none, and turned upright when its baseline is vertical. Each page image is decoded
+    once, when its split is first read; the crops are kept as PNG bytes.
+
+    ``train``, ``val``, ``test``: folders (their .xml files, recursively), XML files or globs; the image
+    of each page is found from the XML (relative to it, or in ``image_dirs``); a missing one is an
+    error naming both files (``missing_images="skip"``: left out, counted and warned).
+
+    Validation: ``val`` when given; else ``val_fraction`` of the training documents, carved out by
+    ``xml_lines.split_documents``: the sorted document keys shuffled with ``random.Random(split_seed)``,
+    the first ``max(1, round(val_fraction * n))`` are validation (none with a single document). A
+    document is one XML file (``split_by="file"``) or the folder holding it (``"folder"``: all pages of
+    a manuscript stay on the same side). Lines without text or geometry are left out and counted in
+    ``self.stats[split]["xml"]`` (with the pages read and how lines were cut).
+    """
+
+    def __init__(self, train: str | list[str] = "data/xml", val: str | list[str] | None = None,
+                 test: str | list[str] | None = None, val_fraction: float = 0.1, split_seed: int = 0,
+                 split_by: Literal["file", "folder"] = "file", padding: int = 4,
+                 image_dirs: list[str] | None = None, missing_images: BadImageRule = "error",
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if split_by not in ("file", "folder"):
+            raise ValueError(f"split_by={split_by!r}; expected 'file' or 'folder'")
+        if missing_images not in ("error", "skip"):
+            raise ValueError(f"missing_images={missing_images!r}; expected 'error' or 'skip'")
+        self.sources: dict[str, str | list[str] | None] = {"train": train, "val": val, "test": test}
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.split_by = split_by
+        self.padding = padding
+        self.image_dirs = list(image_dirs or [])
+        self.missing_images = missing_images
+        self.xml_stats: dict[str, dict[str, int]] = {}
+        self._pages: dict[Path, tuple[list[LineSample], Counter]] = {}
+
+    def _group(self, xml: Path, base: Path) -> str:
+        key = xml_lines.document_key(xml, base)
+        if self.split_by == "file":
+            return key
+        parent = str(Path(key).parent)
+        return base.name if parent == "." else parent
+
+    def _files(self, split: Split) -> list[tuple[Path, Path]] | None:
+        if split == "test" or (split == "val" and self.sources["val"] is not None):
+            source = self.sources[split]
+            return None if source is None else xml_lines.find_xml_files(source)
+        files = xml_lines.find_xml_files(self.sources["train"])  # type: ignore[arg-type]
+        if self.sources["val"] is not None:  # validation given: all of train is training
+            return files
+        train, val = xml_lines.split_documents([self._group(x, b) for x, b in files], self.val_fraction, self.split_seed)
+        keep = set(train if split == "train" else val)
+        chosen = [(x, b) for x, b in files if self._group(x, b) in keep]
+        return chosen if chosen or split == "train" else None
+
+    def describe(self, split: Split) -> str:
+        source = self.sources[split]
+        if source is None and split != "test":
+            return f"ALTO/PAGE {split} ({self.sources['train']}, split by {self.split_by}, seed {self.split_seed})"
+        return f"ALTO/PAGE {split} ({source})"
+
+    def read_split_available(self, split: Split) -> bool:
+        return self.sources[split] is not None or (split == "val" and self.val_fraction > 0) or split == "train"
+
+    def _page_lines(self, xml: Path, base: Path) -> tuple[list[LineSample], Counter]:
+        if xml not in self._pages:
+            layout = xml_lines.parse_layout(xml)
+            try:
+                image = xml_lines.find_image(layout, xml, self.image_dirs)
+            except DatasetError as e:
+                if self.missing_images == "error":
+                    raise
+                log.warning("%s", e)
+                self._pages[xml] = ([], Counter(pages=1, missing_image=1, lines=len(layout.lines)))
+                return self._pages[xml]
+            try:
+                samples, counts = xml_lines.extract_lines(layout, image, xml_lines.document_key(xml, base), self.padding)
+            except ImageError as e:
+                if self.bad_images == "error":
+                    raise
+                log.warning("%s: page image skipped: %s", xml, e)
+                samples, counts = [], Counter(bad_page_image=1, lines=len(layout.lines))
+            counts["pages"] = 1
+            self._pages[xml] = (samples, counts)
+        return self._pages[xml]
+
+    def read_split(self, split: Split) -> list[LineSample] | None:
+        files = self._files(split)
+        if files is None:
+            return None
+        samples: list[LineSample] = []
+        total: Counter = Counter()
+        for xml, base in files:
+            got, counts = self._page_lines(xml, base)
+            samples += got
+            total.update(counts)
+        self.xml_stats[split] = dict(total)
+        left = {k: total[k] for k in ("no_text", "no_geometry", "off_page", "missing_image", "bad_page_image") if total[k]}
+        log.info("%s: %d pages, %d lines, %d kept%s", self.describe(split), total["pages"], total["lines"], len(samples),
+                 "; left out: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in left.items()) if left else "")
+        return samples
+
+    def make_dataset(self, split: Split) -> Dataset | None:
+        ds = super().make_dataset(split)
+        if ds is not None and split in self.xml_stats:
+            self.stats.setdefault(split, {})["xml"] = self.xml_stats[split]
+        return ds

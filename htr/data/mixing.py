@@ -8,12 +8,13 @@ DataLoader and ``WidthBucketedBatches`` asks for them directly.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
+from htr.data.resumable import SeededSampler
 from htr.errors import DatasetError
 
 
@@ -63,18 +64,13 @@ class WeightedMix(Dataset):
         return order[torch.randperm(len(order), generator=generator)]
 
 
-class MixSampler(Sampler[int]):
-    """A DataLoader sampler over a ``WeightedMix``: a new seeded draw every epoch."""
+class MixSampler(SeededSampler):
+    """A DataLoader sampler over a ``WeightedMix``: a new seeded draw every epoch, from
+    ``(seed, epoch)`` alone, so that a ``ResumableLoader`` can restart it mid-epoch (``begin``)."""
 
-    def __init__(self, mix: WeightedMix, seed: int = 0) -> None:
+    def __init__(self, mix: WeightedMix, seed: int = 0, with_seeds: bool = False) -> None:
+        super().__init__(mix, seed, with_seeds)
         self.mix = mix
-        self.seed = seed
-        self.epoch = 0
 
     def __len__(self) -> int:
         return self.mix.epoch_size
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        self.epoch += 1
-        return iter(self.mix.epoch_indices(generator).tolist())
