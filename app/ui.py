@@ -12,7 +12,14 @@ Latency, per request and on the machine the app runs on: image reading + line se
 the model part (encoder, recurrent decoder + classifier, CTC decoding) of every selected model runs
 ``repeats`` times on this request's lines, the models interleaved, and each stage reports its median.
 Requests are served one at a time (``concurrency_limit=1``), so a request's timings are not disturbed by
-another request's computation on the same cores.
+another request's computation on the same cores; each request is stopped with a message once it has run
+for TIME_LIMIT_S seconds, so that no request holds the ones queued behind it for longer than that.
+
+Every API parameter is checked against the page's own limits (``check_request``): decoder one of
+DECODERS, models a list of loaded model names, layout one of htr.segment.LAYOUTS, beam width an integer
+from MIN_BEAM to MAX_BEAM (the slider's range); anything else is refused with a sentence naming the
+parameter, its value and what is expected. Internal errors reach web clients as their exception type
+only (the details go to the server's log).
 
 API (gradio_client), one endpoint:
 
@@ -27,6 +34,9 @@ from __future__ import annotations
 
 import base64
 import html
+import logging
+import math
+import numbers
 import os
 import re
 import statistics
@@ -40,7 +50,7 @@ import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from htr.errors import HTRError, ImageError  # noqa: E402
+from htr.errors import HTRError, ImageError, TimeLimitError  # noqa: E402
 from htr.inference import Transcriber  # noqa: E402
 from htr.segment import LAYOUTS, LineBox, crop_lines, find_lines  # noqa: E402
 
@@ -50,6 +60,13 @@ STAGES = ("preprocess", "encoder", "decoder", "ctc")
 MAX_UPLOAD = "10mb"  # per uploaded file (gradio rejects bigger uploads before they reach the app)
 REPEATS = 3
 MAX_LINES = 40  # a paragraph with more lines than this is a page: refused with a message
+MIN_BEAM, MAX_BEAM = 2, 32  # the beam width slider's range, also enforced on API calls
+TIME_LIMIT_S = 20.0  # a request still running after this long is stopped (normal ones take well under 1 s)
+log = logging.getLogger("htr.app")
+
+
+class RequestError(HTRError, ValueError):
+    """An API or page request with a parameter outside the page's limits."""
 
 
 # ---- the work behind both endpoints (no gradio here) ----------------------------------------------
@@ -74,28 +91,68 @@ def read_lines(source: Any, layout: str = "auto", tight: bool = False
 
 def transcribe(models: dict[str, Transcriber], source: Any, decoder: str = "greedy",
                names: list[str] | None = None, layout: str = "auto", beam_width: int = 10,
-               repeats: int = REPEATS, tight: bool = False) -> dict[str, Any]:
+               repeats: int = REPEATS, tight: bool = False, time_limit_s: float | None = None) -> dict[str, Any]:
     """Transcribe one image with each selected model; per-stage latency of this request (ms).
 
-    Raises ImageError (bad image) or ValueError (bad option) with a message for the user.
+    Raises ImageError (bad image), RequestError (a parameter outside the page's limits) or, when it runs
+    longer than ``time_limit_s`` seconds, TimeLimitError, each with a message for the user. Lines squeezed
+    to the models' width limit are listed in the report's ``warnings``.
     """
-    names = list(models) if names is None else list(names)
-    if not names:
-        raise ValueError(f"no model selected; choose at least one of {', '.join(models)}")
-    unknown = [n for n in names if n not in models]
-    if unknown:
-        raise ValueError(f"unknown model(s) {', '.join(unknown)}; loaded: {', '.join(models)}")
-    names = [n for n in models if n in names]  # the app's order
-    if decoder not in DECODERS:
-        raise ValueError(f"decoder {decoder!r}; expected one of {', '.join(DECODERS)}")
-    beam_width = int(beam_width)
-    if not 1 <= beam_width <= 100:
-        raise ValueError(f"beam width {beam_width}; expected 1..100")
+    names, beam_width = check_request(models, decoder, names, layout, beam_width)
     repeats = max(1, int(repeats))
 
     start = time.perf_counter()
+    deadline = None if time_limit_s is None else start + float(time_limit_s)
+    try:
+        return _transcribe(models, source, decoder, names, layout, beam_width, repeats, tight, start, deadline)
+    except TimeLimitError:
+        raise TimeLimitError(
+            f"the request ran past the app's time limit of {time_limit_s:g} s and was stopped ({decoder} decoding"
+            f"{f', beam width {beam_width}' if decoder != 'greedy' else ''}, {len(names)} model(s)); try greedy "
+            f"decoding, a smaller beam width, fewer models or a smaller image") from None
+
+
+def check_request(models: dict[str, Transcriber], decoder: Any, names: Any, layout: Any, beam_width: Any
+                  ) -> tuple[list[str], int]:
+    """The page's limits, for API calls too: -> (model names in the app's order, beam width as an int).
+    RequestError naming the parameter, the value received and what is expected otherwise."""
+    loaded = ", ".join(models)
+    if names is None:
+        names = list(models)
+    elif isinstance(names, str):  # one name sent as a string rather than a list of one
+        if names not in models:
+            raise RequestError(f"models {names!r}: a string that is not a model name; expected a list of names "
+                               f"from {loaded}")
+        names = [names]
+    elif not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise RequestError(f"models {names!r}; expected a list of model names from {loaded}")
+    if not names:
+        raise RequestError(f"no model selected; choose at least one of {loaded}")
+    unknown = [n for n in names if n not in models]
+    if unknown:
+        raise RequestError(f"unknown model(s) {', '.join(map(repr, unknown))}; loaded: {loaded}")
+    if not isinstance(decoder, str) or decoder not in DECODERS:
+        raise RequestError(f"decoder {decoder!r}; expected one of {', '.join(DECODERS)}")
+    if not isinstance(layout, str) or layout not in LAYOUTS:
+        raise RequestError(f"layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    if (isinstance(beam_width, bool) or not isinstance(beam_width, numbers.Real) or not math.isfinite(beam_width)
+            or beam_width != int(beam_width) or not MIN_BEAM <= beam_width <= MAX_BEAM):
+        raise RequestError(f"beam width {beam_width!r}; expected an integer from {MIN_BEAM} to {MAX_BEAM} "
+                           f"(the page's slider)")
+    return [n for n in models if n in names], int(beam_width)  # the app's order
+
+
+def _check_time(deadline: float | None) -> None:
+    if deadline is not None and time.perf_counter() > deadline:
+        raise TimeLimitError("past the request's time limit")
+
+
+def _transcribe(models: dict[str, Transcriber], source: Any, decoder: str, names: list[str], layout: str,
+                beam_width: int, repeats: int, tight: bool, start: float, deadline: float | None
+                ) -> dict[str, Any]:
     gray, boxes, crops = read_lines(source, layout, tight)
     read_ms = _ms(start)
+    notes: list[str] = []
 
     # preprocessing, once per distinct preprocessing setting
     tensors: dict[Any, list] = {}
@@ -104,15 +161,21 @@ def transcribe(models: dict[str, Transcriber], source: Any, decoder: str = "gree
         key = repr(models[name].preprocess_config)
         if key not in tensors:
             t = time.perf_counter()
-            tensors[key] = [models[name].preprocess(c, name=f"line {i + 1}") for i, c in enumerate(crops)]
+            line_notes: list[str] = []
+            tensors[key] = [models[name].preprocess(c, name=f"line {i + 1}", notes=line_notes)
+                            for i, c in enumerate(crops)]
             prep_ms[key] = read_ms + _ms(t)
+            notes += [n for n in line_notes if n not in notes]
+    _check_time(deadline)
 
     # the model part: `repeats` interleaved runs, median per stage
     runs: dict[str, list] = {n: [] for n in names}
     for _ in range(repeats):
         for name in names:
             model = models[name]
-            runs[name].append(model.run_batch(tensors[repr(model.preprocess_config)], decoder, beam_width))
+            _check_time(deadline)
+            runs[name].append(model.run_batch(tensors[repr(model.preprocess_config)], decoder, beam_width,
+                                              deadline=deadline))
 
     n_lines = len(crops)
     results = []
@@ -131,7 +194,7 @@ def transcribe(models: dict[str, Transcriber], source: Any, decoder: str = "gree
     return {"image": {"width": gray.width, "height": gray.height, "lines": n_lines,
                       "layout": "paragraph" if n_lines > 1 else "line"},
             "decoder": decoder, "beam_width": beam_width if decoder != "greedy" else 1, "repeats": repeats,
-            "results": results, "speedups": speedups(results),
+            "results": results, "speedups": speedups(results), "warnings": notes,
             "timing": (f"ms for this image on this machine: preprocess (read + segment + resize) timed once; "
                        f"encoder, decoder (recurrent + classifier) and ctc: median of {repeats} interleaved runs")}
 
@@ -199,8 +262,9 @@ def user_message(e: BaseException, source: Any = None, label: str = "") -> str:
         msg = str(e)
     elif isinstance(e, MemoryError):
         msg = "the image is too large to process on this machine"
-    else:
-        msg = f"internal error ({type(e).__name__}: {e}); the app keeps running, try another image"
+    else:  # the details (paths, internals) stay in the server's log
+        log.error("internal error while serving a request", exc_info=e)
+        msg = f"internal error ({type(e).__name__}); the app keeps running, try another image"
     if isinstance(source, (str, Path)) and str(source):
         msg = msg.replace(str(source), label or Path(source).name)
     return msg
@@ -240,8 +304,10 @@ def _source_of(tab: str, image: Any, sketch: Any, file: Any) -> tuple[Any, str]:
     return source, (image.get("orig_name") if isinstance(image, dict) else None) or "image"
 
 
-def build_app(models: dict[str, Transcriber], repeats: int = REPEATS, concurrency_limit: int = 1) -> gr.Blocks:
-    """The Blocks app for these models (name -> Transcriber). Launch it with `serve` (or demo.launch)."""
+def build_app(models: dict[str, Transcriber], repeats: int = REPEATS, concurrency_limit: int = 1,
+              time_limit_s: float | None = TIME_LIMIT_S) -> gr.Blocks:
+    """The Blocks app for these models (name -> Transcriber). Launch it with `serve` (or demo.launch).
+    Each request is stopped with a message after ``time_limit_s`` seconds (None: no limit)."""
     if not models:
         raise ValueError("build_app needs at least one model")
     names = list(models)
@@ -259,7 +325,7 @@ def build_app(models: dict[str, Transcriber], repeats: int = REPEATS, concurrenc
             source, label = _source_of(tab, image, sketch, file)
             chosen = [n for n in names if n in (chosen or [])]
             report = transcribe(models, source, decoder, chosen, layout, beam_width, repeats,
-                                tight=label == "drawing")
+                                tight=label == "drawing", time_limit_s=time_limit_s)
         except Exception as e:  # noqa: BLE001 - never let a request kill the page
             return [f"**Error:** {html.escape(user_message(e, source, label))}", *blank_cells,
                     pd.DataFrame(columns=TABLE_COLUMNS), pd.DataFrame(columns=["model", "stage", "ms"]), "", {}]
@@ -272,6 +338,8 @@ def build_app(models: dict[str, Transcriber], repeats: int = REPEATS, concurrenc
         status = (f"Transcribed **{html.escape(label)}** ({img['width']}×{img['height']} px, "
                   f"{img['lines']} line{'s' if img['lines'] > 1 else ''}) with {len(report['results'])} "
                   f"model(s), {report['decoder']} decoding.")
+        for note in report["warnings"]:  # lines squeezed to the width limit
+            status += f"\n\n**Note:** {html.escape(note)}"
         return [status, *cells, table(report), bars(report), speedup_text(report), report]
 
     def api_run(file, decoder, chosen, layout, beam_width):
@@ -279,7 +347,7 @@ def build_app(models: dict[str, Transcriber], repeats: int = REPEATS, concurrenc
             raise gr.Error("no image given: pass an image file, e.g. gradio_client.handle_file('line.png')",
                            print_exception=False)
         try:
-            return transcribe(models, file, decoder, chosen, layout, beam_width, repeats)
+            return transcribe(models, file, decoder, chosen, layout, beam_width, repeats, time_limit_s=time_limit_s)
         except Exception as e:  # noqa: BLE001
             raise gr.Error(user_message(e, file), print_exception=False) from None
 
@@ -311,7 +379,7 @@ def build_app(models: dict[str, Transcriber], repeats: int = REPEATS, concurrenc
             with gr.Column(scale=1):
                 decoder = gr.Radio(list(DECODERS), value="greedy", label="Decoding",
                                    info="greedy, or CTC beam search (beam+lm adds the model's character LM)")
-                beam = gr.Slider(2, 32, value=10, step=1, label="Beam width")
+                beam = gr.Slider(MIN_BEAM, MAX_BEAM, value=10, step=1, label="Beam width")
                 chosen = gr.CheckboxGroup(names, value=names, label="Models")
                 layout = gr.Radio(list(LAYOUTS), value="auto", label="Layout",
                                   info="auto: paragraphs are split into lines")
@@ -340,7 +408,8 @@ def build_app(models: dict[str, Transcriber], repeats: int = REPEATS, concurrenc
         gr.Markdown(
             f"Latency: measured for each request on the machine the app runs on. Preprocessing (read, segment, "
             f"resize) is timed once; encoder, recurrent decoder (+ classifier) and CTC decoding are the median "
-            f"of {repeats} interleaved runs of each model on this request's image. Requests run one at a time. "
+            f"of {repeats} interleaved runs of each model on this request's image. Requests run one at a time"
+            f"{f', each stopped after {time_limit_s:g} s' if time_limit_s else ''}. "
             f"Uploads are limited to {MAX_UPLOAD}.")
 
         t_upload.select(lambda: "upload", None, tab, api_visibility="private", queue=False)

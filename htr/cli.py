@@ -4,9 +4,13 @@
                                                                           can be overridden)
     htr evaluate --ckpt A.ckpt [--ckpt B.ckpt ...] --data <config.yaml | TSV folder> [--json]
     htr transcribe IMAGE... (--model relu_add | --ckpt X) [--segment] [--format text|json|alto|page] [--out DIR]
+                   [--on-error skip|stop]                     (a bad file: one error line, exit status 1)
     htr export CKPT OUT.safetensors [--lm-text train.tsv] [--lm-data config.yaml]
     htr bench cells|step|malloc|adding|fhe|load|app ...
     htr app [--model NAME ...] [--ckpt PATH ...] [--host 127.0.0.1] [--port 7860] [--share]
+
+Errors (a bad file, option, model or dataset) print one line, `htr: error: ...`, and exit with status 1;
+add --debug (or set HTR_DEBUG=1) for the traceback.
 """
 from __future__ import annotations
 
@@ -116,6 +120,17 @@ def run_lightning(argv: list[str]) -> None:
         raise interrupt.exit_error()
 
 
+def _run_name(model_config) -> str:
+    """A run's folder name: its cell, also when the network comes from ``init_from``."""
+    if model_config.get("recognizer"):
+        return model_config["recognizer"]["cell"]
+    if model_config.get("init_from"):
+        from htr.inference import load_model
+
+        return load_model(model_config["init_from"]).cell
+    return "htr"
+
+
 def _plan_loggers(config, subcommand: str, Namespace) -> None:
     """Point the default CSV + TensorBoard loggers (or a saved config.yaml's) at the run's folder."""
     import logging
@@ -130,7 +145,7 @@ def _plan_loggers(config, subcommand: str, Namespace) -> None:
     if logger not in (None, True) and not saved:
         return
     save_dir = config["trainer"].get("default_root_dir") or "runs"
-    name = config["model"]["recognizer"]["cell"] if config["model"].get("recognizer") else "htr"
+    name = _run_name(config["model"])
     ckpt = config.get("ckpt_path")
     resume = ckpt if subcommand == "fit" and ckpt and Path(str(ckpt)).suffix == ".ckpt" else None
     plan = plan_run(save_dir, name, resume)
@@ -196,32 +211,82 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"wrote the error report to {out}", file=sys.stderr)
 
 
+class _Failures:
+    """The bad files of one `htr transcribe`: each reported once on stderr (``htr: error: <file>: <reason>``,
+    one line, no traceback), counted for the exit status; ``--on-error stop`` ends the command at the first."""
+
+    def __init__(self, stop: bool) -> None:
+        self.stop = stop
+        self.files: dict[str, str] = {}
+
+    def add(self, name: str, message: str) -> None:
+        if name not in self.files:
+            self.files[name] = message
+            line = " ".join(message.split())  # one line, whatever the message holds
+            from tqdm import tqdm  # its write keeps the line apart from a progress bar (pages mode)
+
+            tqdm.write(f"htr: error: {line if line.startswith(name) else f'{name}: {line}'}", file=sys.stderr)
+        if self.stop:
+            raise SystemExit(1)
+
+    def exit_status(self, total: int) -> None:
+        if self.files:
+            print(f"htr: {len(self.files)} of {total} image{'s' if total > 1 else ''} failed "
+                  f"(one error line each above); the others were transcribed", file=sys.stderr)
+            raise SystemExit(1)
+
+
 def cmd_transcribe(args: argparse.Namespace) -> None:
+    """Every readable image is transcribed; each bad one (missing, empty, corrupt, not an image, ...) gets
+    one error line on stderr and a non-zero exit status at the end (``--on-error stop``: at once)."""
     from htr.inference import iter_images
 
-    paths = iter_images(args.images)
+    failures = _Failures(stop=args.on_error == "stop")
+    missing: list[str] = []
+    paths = iter_images(args.images, missing=missing)
+    for pattern in missing:
+        failures.add(pattern, f"{pattern}: no such file, folder or glob match")
+    total = len(paths) + len(missing)
     if args.segment or args.format:
-        _transcribe_pages(args, paths)
+        _transcribe_pages(args, paths, failures)
+        failures.exit_status(total)
         return
+    chunk = max(1, args.batch_size) * 8  # read and recognised a chunk at a time: bounded memory for big folders
     for model in _models(args):
-        results = model.transcribe(paths, decoder=args.decoder, beam_width=args.beam_width,
-                                   batch_size=args.batch_size)
-        if args.json:
-            print(json.dumps([{"model": model.name, "image": r.id, "text": r.text, "confidence": r.confidence,
-                               "ms": r.timings} for r in results], ensure_ascii=False, indent=1))
-            continue
-        for r in results:
-            print(f"{model.name}\t{r.id}\t{r.text}\t{r.confidence:.3f}\t{r.total_ms:.1f} ms")
+        rows = []
+        try:
+            for start in range(0, len(paths), chunk):
+                results = model.transcribe(paths[start:start + chunk], decoder=args.decoder,
+                                           beam_width=args.beam_width, batch_size=args.batch_size, on_error="skip")
+                for r in results:
+                    if r.error:
+                        if args.json:
+                            rows.append({"model": model.name, "image": r.id, "error": r.error})
+                        failures.add(r.id, r.error)
+                        continue
+                    for note in r.warnings:
+                        print(f"htr: warning: {note}", file=sys.stderr)
+                    if args.json:
+                        rows.append({"model": model.name, "image": r.id, "text": r.text, "confidence": r.confidence,
+                                     "ms": r.timings, "warnings": r.warnings})
+                    else:
+                        print(f"{model.name}\t{r.id}\t{r.text}\t{r.confidence:.3f}\t{r.total_ms:.1f} ms", flush=True)
+        finally:  # with --on-error stop, the lines read before the bad file are still printed
+            if args.json:
+                print(json.dumps(rows, ensure_ascii=False, indent=1))
+    failures.exit_status(total)
 
 
-def _transcribe_pages(args: argparse.Namespace, paths: list[Path]) -> None:
+def _transcribe_pages(args: argparse.Namespace, paths: list[Path], failures: "_Failures | None" = None) -> None:
     """Whole pages (--segment) or images as one line each, written as text, JSON, ALTO or PAGE XML."""
     import os
 
     from tqdm import tqdm
 
+    from htr.errors import HTRError
     from htr.writers import SUFFIXES, render
 
+    failures = failures or _Failures(stop=True)
     fmt = args.format or ("json" if args.json else "text")
     models = _models(args)
     several = len(paths) > 1 or len(models) > 1
@@ -240,8 +305,19 @@ def _transcribe_pages(args: argparse.Namespace, paths: list[Path]) -> None:
                 target = out / f"{path.stem}{'.' + model.name if len(models) > 1 else ''}{SUFFIXES[fmt]}"
             # the XML names its image relative to where it is written, so that it can be read back
             name = os.path.relpath(path, target.parent) if target is not None else str(path)
-            layout = model.transcribe_page(path, segment=args.segment, decoder=args.decoder,
-                                           beam_width=args.beam_width, batch_size=args.batch_size, name=name)
+            if str(path) in failures.files:  # already reported for the first model
+                continue
+            try:
+                layout = model.transcribe_page(path, segment=args.segment, decoder=args.decoder,
+                                               beam_width=args.beam_width, batch_size=args.batch_size, name=name)
+            except HTRError as e:
+                try:
+                    failures.add(str(path), str(e))
+                except SystemExit:  # --on-error stop: what was read so far is still printed
+                    if pages:
+                        print(json.dumps(pages if several else pages[0], ensure_ascii=False, indent=1))
+                    raise
+                continue
             if fmt == "json" and target is None:
                 pages.append(json.loads(render(layout, "json", model=model.name)))
                 continue
@@ -360,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--segment: text, or json with --json)")
     p.add_argument("--out", help="folder for one <image stem>.txt/.json/.xml per image (per image and model with "
                                  "several models) instead of printing")
+    p.add_argument("--on-error", choices=("skip", "stop"), default="skip",
+                   help="a bad file (missing, empty, corrupt, not an image): report it on one stderr line and go on "
+                        "with the others (skip, the default), or end at once (stop); either way the exit status is 1")
     p.set_defaults(func=cmd_transcribe)
 
     p = sub.add_parser("export", help="checkpoint -> shipped safetensors model (optionally with a char LM)")
@@ -385,13 +464,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, clean_errors: bool | None = None) -> None:
+    """The `htr` command. An HTRError (a bad file, option or model: the message names it, its value and what
+    was expected) or an OSError prints one line, ``htr: error: <message>``, and exits with status 1;
+    ``--debug`` (anywhere on the command line) or HTR_DEBUG=1 shows the traceback instead.
+
+    ``clean_errors``: None (default) cleans them when main runs as the command (no ``argv``: the `htr`
+    script, ``python -m htr.cli``); called from Python with an argument list, the exception itself is
+    raised, as before. True / False force either."""
+    import os
+
+    from htr.errors import HTRError
+
+    if clean_errors is None:
+        clean_errors = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in LIGHTNING_COMMANDS:
-        run_lightning(argv)
-        return
-    args = build_parser().parse_args(argv)
-    args.func(args)
+    debug = not clean_errors or "--debug" in argv or os.environ.get("HTR_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        if argv and argv[0] in LIGHTNING_COMMANDS:
+            run_lightning(argv)
+            return
+        args = build_parser().parse_args(argv)
+        args.func(args)
+    except (HTRError, OSError) as e:
+        if debug:
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"htr: error: {message} (--debug shows the traceback)", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

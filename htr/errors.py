@@ -32,3 +32,7 @@ class CheckpointError(HTRError, ValueError):
 
 class RunLogError(HTRError, ValueError):
     """A training run's log directory without the expected CSV log or column."""
+
+
+class TimeLimitError(HTRError, TimeoutError):
+    """A request (an app call) that ran past its time limit and was stopped."""

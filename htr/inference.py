@@ -11,18 +11,19 @@ optional character LM); loading them executes no code.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from htr.data.images import PreprocessConfig, collate, load_image, preprocess
-from htr.errors import CheckpointError
+from htr.data.images import PreprocessConfig, collate, image_extensions, load_image, preprocess, resize_note
+from htr.errors import CheckpointError, HTRError, TimeLimitError
 from htr.nn.recognizer import Recognizer, RecognizerConfig
 from htr.text.codec import Codec
 from htr.text.decoding import decode_batch
@@ -44,6 +45,10 @@ class Transcription:
     # + classifier), ctc (greedy or beam decoding); a batch's times are divided by its size
     timings: dict[str, float] = field(default_factory=dict)
     id: str = ""
+    # what the reader should know about this line: e.g. a line wider than max_width squeezed to fit it
+    warnings: list[str] = field(default_factory=list)
+    # transcribe(..., on_error="skip"): why this image was not read (then text is "" and confidence nan)
+    error: str = ""
 
     @property
     def total_ms(self) -> float:
@@ -80,14 +85,39 @@ class Transcriber:
     # ---- loading ------------------------------------------------------------------------------
     @classmethod
     def from_parts(cls, state_dict: dict[str, torch.Tensor], meta: dict[str, Any], name: str = "") -> "Transcriber":
-        config = RecognizerConfig.from_dict(meta["recognizer"])
-        codec = Codec.from_dict(meta["codec"])
-        net = Recognizer(config, len(codec))
+        """Weights + metadata -> a Transcriber. CheckpointError (naming the model, the tensor, what was found
+        and what was expected) for metadata without a usable network config or codec, missing, unexpected
+        or wrongly shaped tensors, and weights that are NaN or infinite."""
+        try:
+            config = RecognizerConfig.from_dict(meta["recognizer"])
+            codec = Codec.from_dict(meta["codec"])
+            net = Recognizer(config, len(codec))
+        except HTRError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"{name}: metadata without a usable network config and codec "
+                                  f"({type(e).__name__}: {e}); expected a model written by htr") from None
+        expected = net.state_dict()
+        wrong = [f"{k} {tuple(v.shape)} (expected {tuple(expected[k].shape)})" for k, v in state_dict.items()
+                 if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+        if wrong:
+            raise CheckpointError(f"{name}: {len(wrong)} tensor(s) of the wrong shape for a {config.cell} network "
+                                  f"with {len(codec)} classes: {', '.join(wrong[:3])}"
+                                  f"{' ...' if len(wrong) > 3 else ''}")
+        bad = [k for k, v in state_dict.items()
+               if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise CheckpointError(f"{name}: {len(bad)} tensor(s) hold NaN or infinite weights: "
+                                  f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}; expected finite "
+                                  f"weights (a diverged training run?)")
         missing, unexpected = net.load_state_dict(state_dict, strict=False)
         if missing or unexpected:
             raise CheckpointError(f"{name}: weights do not match the network: missing {missing[:5]}, "
                                   f"unexpected {unexpected[:5]}")
-        lm = CharNgramLM.from_dict(meta["lm"]) if meta.get("lm") else None
+        try:
+            lm = CharNgramLM.from_dict(meta["lm"]) if meta.get("lm") else None
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"{name}: unreadable character LM in the metadata ({type(e).__name__}: {e})") from None
         return cls(net, codec, lm, name=name, decoding=meta.get("decoding"))
 
     @classmethod
@@ -122,18 +152,27 @@ class Transcriber:
         save_file(state, str(path), metadata={"htr": json.dumps(meta)})
 
     # ---- inference ----------------------------------------------------------------------------
-    def preprocess(self, image: ImageInput, name: str = "<image>") -> torch.Tensor:
+    def preprocess(self, image: ImageInput, name: str = "<image>", notes: list[str] | None = None) -> torch.Tensor:
+        """One line image -> its (1, H, W) input tensor; a line squeezed to max_width adds a sentence to
+        ``notes`` (when given)."""
         if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 2:
             pil = Image.fromarray(image, "L")
         else:
             pil = image if isinstance(image, Image.Image) else load_image(image)
         c = self.preprocess_config
+        if notes is not None and c.too_wide == "downscale":
+            note = resize_note(pil.size, c.height, c.max_width, name)
+            if note:
+                notes.append(note)
         return preprocess(pil, c.height, c.min_width, c.max_width, c.too_wide, c.normalize_contrast, name=name)
 
     @torch.no_grad()
-    def run_batch(self, images: list[torch.Tensor], decoder: str = "greedy", beam_width: int = 10
-                  ) -> list[Transcription]:
-        """Preprocessed (1, H, W) tensors -> transcriptions with encoder/decoder/ctc timings."""
+    def run_batch(self, images: list[torch.Tensor], decoder: str = "greedy", beam_width: int = 10,
+                  deadline: float | None = None) -> list[Transcription]:
+        """Preprocessed (1, H, W) tensors -> transcriptions with encoder/decoder/ctc timings.
+
+        ``deadline`` (a ``time.perf_counter()`` value): TimeLimitError once it has passed (checked before
+        decoding and at every frame of a beam search)."""
         batch = collate([{"image": im} for im in images], pad_to_multiple=8)
         n = len(images)
         t = time.perf_counter()
@@ -142,34 +181,52 @@ class Transcriber:
         t = time.perf_counter()
         log_probs = self.net.decode(features, frames)
         decoder_ms = _ms_since(t)
+        if deadline is not None and time.perf_counter() > deadline:
+            raise TimeLimitError(f"stopped after the recurrent decoder of {n} line(s): past the time limit")
         t = time.perf_counter()
         width = 1 if decoder == "greedy" else beam_width
         lm = self.lm if decoder == "beam+lm" else None
-        decoded = decode_batch(log_probs, frames, beam_width=width,
-                               **({"lm": lm, "codec": self.codec, **self.decoding} if lm else {}))
+        kwargs: dict[str, Any] = {"lm": lm, "codec": self.codec, **self.decoding} if lm else {}
+        if deadline is not None and width > 1:
+            kwargs["deadline"] = deadline
+        decoded = decode_batch(log_probs, frames, beam_width=width, **kwargs)
         ctc_ms = _ms_since(t)
         timing = {"encoder": encoder_ms / n, "decoder": decoder_ms / n, "ctc": ctc_ms / n}
         return [Transcription(self.codec.decode(idx), conf, dict(timing)) for idx, conf in decoded]
 
     def transcribe(self, images: Sequence[ImageInput], decoder: str = "greedy", beam_width: int = 10,
-                   batch_size: int = 16) -> list[Transcription]:
+                   batch_size: int = 16, on_error: Literal["raise", "skip"] = "raise") -> list[Transcription]:
         """Transcribe line images (paths, bytes, PIL images or uint8 arrays), in batches of similar width.
 
         decoder: "greedy", "beam" (CTC prefix beam search) or "beam+lm" (with the model's character LM).
+        on_error: "raise" (the first unreadable image raises its ImageError) or "skip" (its Transcription
+        has the message in ``error``, text "" and confidence nan; the other images are read as usual).
+        Lines squeezed to the width limit say so in their ``warnings``.
         """
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error={on_error!r}; expected 'raise' or 'skip'")
         names = [str(im) if isinstance(im, (str, Path)) else f"<image {i}>" for i, im in enumerate(images)]
-        tensors, prep_ms = [], []
-        for image, name in zip(images, names):
+        results: list[Transcription | None] = [None] * len(names)
+        tensors: dict[int, torch.Tensor] = {}
+        prep_ms, notes = {}, {}
+        for i, (image, name) in enumerate(zip(images, names)):
             t = time.perf_counter()
-            tensors.append(self.preprocess(image, name))
-            prep_ms.append(_ms_since(t))
-        order = sorted(range(len(tensors)), key=lambda i: tensors[i].shape[-1])  # similar widths together
-        results: list[Transcription | None] = [None] * len(tensors)
+            notes[i] = []
+            try:
+                tensors[i] = self.preprocess(image, name, notes[i])
+            except HTRError as e:
+                if on_error == "raise":
+                    raise
+                results[i] = Transcription("", math.nan, {}, name, error=str(e))
+                continue
+            prep_ms[i] = _ms_since(t)
+        order = sorted(tensors, key=lambda i: tensors[i].shape[-1])  # similar widths together
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             for i, tr in zip(idx, self.run_batch([tensors[i] for i in idx], decoder, beam_width)):
                 tr.timings = {"preprocess": prep_ms[i], **tr.timings}
                 tr.id = names[i]
+                tr.warnings = notes[i]
                 results[i] = tr
         return results  # type: ignore[return-value]
 
@@ -210,21 +267,27 @@ def load_model(name_or_path: str | Path) -> Transcriber:
     return Transcriber.from_checkpoint(path)
 
 
-def iter_images(patterns: Iterable[str]) -> list[Path]:
-    """Expand files, folders (their .png/.jpg/.jpeg/.tif/.bmp files) and globs into image paths."""
+def iter_images(patterns: Iterable[str], missing: list[str] | None = None) -> list[Path]:
+    """Expand files, folders (their image files: every format Pillow reads, as the app does, see
+    htr.data.images.image_extensions) and globs into image paths.
+
+    A pattern that matches nothing raises FileNotFoundError, or is appended to ``missing`` when given."""
     import glob
 
-    exts = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+    exts = image_extensions()
     out: list[Path] = []
     for pattern in patterns:
         p = Path(pattern)
         if p.is_dir():
-            out += sorted(q for q in p.iterdir() if q.suffix.lower() in exts)
+            out += sorted(q for q in p.iterdir() if q.suffix.lower() in exts and q.is_file())
         elif p.exists():
             out.append(p)
         else:
             matches = sorted(Path(m) for m in glob.glob(pattern))
             if not matches:
+                if missing is not None:
+                    missing.append(pattern)
+                    continue
                 raise FileNotFoundError(f"{pattern}: no such file, folder or glob match")
             out += matches
     return out

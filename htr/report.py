@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from htr.errors import DatasetError
+from htr.textfile import read_text
 from htr.tables import format_table
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
@@ -61,7 +62,7 @@ def read_groups(path: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise DatasetError(f"{path}: groups file not found; expected '<line id>\\t<writer or document>' rows")
     groups = {}
-    for n, row in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+    for n, row in enumerate(read_text(path, what="a UTF-8 TSV file").splitlines(), 1):
         if not row.strip() or row.startswith("#"):
             continue
         if "\t" not in row:

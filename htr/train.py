@@ -49,7 +49,8 @@ class HTRModule(pl.LightningModule):
     def __init__(self, recognizer: RecognizerConfig | None = None, charset: str = DEFAULT_CHARSET,
                  lr: float = 1e-3, weight_decay: float = 1e-2, warmup_steps: int = 200,
                  beam_width: int = 1, recurrent_on_cpu: bool = False, init_from: str | None = None,
-                 init_charset: CharsetMode = "union", data_charset: str | None = None) -> None:
+                 init_charset: CharsetMode = "union", data_charset: str | None = None,
+                 freeze_encoder: bool = False) -> None:
         """The CTC training of a ``Recognizer``.
 
         Args:
@@ -69,6 +70,8 @@ class HTRModule(pl.LightningModule):
                 data's new ones, "new" keeps the data's only.
             data_charset: set when restoring a saved module: the data's charset when it differs from the
                 model's (``charset`` then holds the model's). Leave unset.
+            freeze_encoder: train the recurrent decoder and classifier only; the CNN encoder keeps its
+                weights and batch-norm statistics (fine-tuning on few lines, as kraken's --freeze-backbone).
         """
         super().__init__()
         if isinstance(recognizer, dict):
@@ -98,7 +101,9 @@ class HTRModule(pl.LightningModule):
         self.save_hyperparameters({"recognizer": self.net.config.to_dict(), "charset": self.codec.charset,
                                    "data_charset": None if self.target_map is None else data_codec.charset,
                                    "lr": lr, "weight_decay": weight_decay, "warmup_steps": warmup_steps,
-                                   "beam_width": beam_width, "recurrent_on_cpu": recurrent_on_cpu})
+                                   "beam_width": beam_width, "recurrent_on_cpu": recurrent_on_cpu,
+                                   "freeze_encoder": freeze_encoder})
+        self.net.encoder.requires_grad_(not freeze_encoder)
         self.init_from = init_from
         self.metrics = torch.nn.ModuleDict({
             f"{stage}_{name}": ErrorRate(unit, ignore_case=ic)
@@ -173,8 +178,15 @@ class HTRModule(pl.LightningModule):
                 for i, (text, conf) in zip(batch["ids"], self.transcribe_batch(log_probs, frames))]
 
     # ---- optimisation -------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> "HTRModule":
+        super().train(mode)
+        if self.hparams.get("freeze_encoder"):
+            self.net.encoder.eval()  # frozen batch-norm statistics and no encoder dropout
+        return self
+
     def configure_optimizers(self):
-        optimiser = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        optimiser = torch.optim.AdamW(trainable, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = min(self.hparams.warmup_steps, total // 2)
         timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)

@@ -1,9 +1,60 @@
-"""Fixtures shared by several test files: one torch thread, a learn-by-heart loop, and the app served
-for the API and browser tests."""
+"""Fixtures shared by several test files: one torch thread, a learn-by-heart loop, the shared real data
+(``../shared`` from the repository root), hand-counted error rates, and the app served for the API and
+browser tests."""
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"  # the shared data sit next to the checkout: <repository>/../shared
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def skip_or_fail(reason: str) -> None:
+    """A missing tool that CI installs: fail under CI=true (so that CI cannot pass without it), skip here."""
+    if in_ci():
+        pytest.fail(f"CI=true: {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)  # also from a test module's top level
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """``shared_data("realdata/poilus")``: that folder under ../shared, or a skip naming where it was looked
+    for. Missing shared data skips even under CI=true: the CI machine need not have them."""
+    def find(relative: str, must_hold: str | None = None) -> Path:
+        path = SHARED / relative
+        if not (path / must_hold if must_hold else path).exists():
+            pytest.skip(f"shared data not found: {path / (must_hold or '')} (expected at ../shared/{relative} "
+                        f"from the repository root)")
+        return path
+    return find
+
+
+def _levenshtein(a, b) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
+
+
+@pytest.fixture(scope="session")
+def hand_rates():
+    """``hand_rates(refs, hyps) -> (cer, wer)``: corpus rates from a plain dynamic-programming edit distance,
+    independent of htr.text.metrics (which uses the editdistance package)."""
+    def rates(refs: list[str], hyps: list[str]) -> tuple[float, float]:
+        chars = sum(_levenshtein(r, h) for r, h in zip(refs, hyps, strict=True)) / sum(len(r) for r in refs)
+        words = sum(_levenshtein(r.split(), h.split()) for r, h in zip(refs, hyps)) / sum(len(r.split()) for r in refs)
+        return chars, words
+    return rates
 
 
 @pytest.fixture(scope="module")

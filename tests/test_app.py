@@ -43,9 +43,9 @@ def call(client, path, decoder="greedy", names=None, layout="auto", beam_width=1
 
 def check_equals_direct(report, models, path):
     assert [r["model"] for r in report["results"]] == list(models)
-    for r in report["results"]:
-        [want] = models[r["model"]].transcribe([path])
-        assert r["text"] == want.text
+    for r in report["results"]:  # the direct transcription with the report's decoder and beam width
+        [want] = models[r["model"]].transcribe([path], decoder=report["decoder"], beam_width=report["beam_width"])
+        assert r["text"] == want.text, (report["decoder"], r["model"])
         assert r["confidence"] == pytest.approx(want.confidence, abs=1e-5)
         assert set(r["ms"]) == {"preprocess", "encoder", "decoder", "ctc", "total"}
         assert all(v > 0 for v in r["ms"].values())
@@ -64,7 +64,12 @@ def test_line_matches_direct_transcription(client, models):
     check_equals_direct(report, models, EXAMPLE)
     if {"relu_add", "gru", "lstm"} <= {m.cell for m in models.values()}:
         assert {s["other_cell"] for s in report["speedups"]} == {"gru", "lstm"}
-        assert all(s["decoder"] > 0 for s in report["speedups"])
+        by_name = {r["model"]: r["ms"] for r in report["results"]}
+        for s in report["speedups"]:  # other / relu_add, from the very timings the report shows
+            a, b = by_name[s["relu_add"]], by_name[s["other"]]
+            assert s["decoder"] == pytest.approx(b["decoder"] / a["decoder"])
+            assert s["total"] == pytest.approx(b["total"] / a["total"])
+            assert s["model"] == pytest.approx(sum(b[k] for k in ui.STAGES[1:]) / sum(a[k] for k in ui.STAGES[1:]))
 
 
 def test_paragraph_is_split_into_lines(client, models):
@@ -81,7 +86,11 @@ def test_beam_decoding_and_model_choice(client, models):
     name = next(iter(models))
     report = call(client, EXAMPLE, decoder="beam", names=[name], beam_width=5)
     assert report["decoder"] == "beam" and report["beam_width"] == 5
-    assert [r["model"] for r in report["results"]] == [name]
+    check_equals_direct(report, {name: models[name]}, EXAMPLE)  # the text of a direct beam search, width 5
+    assert report["results"][0]["lm"] is False
+    report = call(client, EXAMPLE, decoder="beam+lm", names=[name], beam_width=5)
+    check_equals_direct(report, {name: models[name]}, EXAMPLE)  # with the model's LM and scoring options
+    assert report["results"][0]["lm"] is (models[name].lm is not None)
 
 
 # ---- odd but valid images: converted, then transcribed like their grayscale version -------------
@@ -109,6 +118,18 @@ def test_converted_images_are_transcribed(client, models, tmp_path, make, suffix
     report = call(client, path)
     assert report["image"]["width"] == 672
     check_equals_direct(report, models, path)
+    # the conversion gives the example's grayscale pixels (JPEG: within its rounding), so a lossless file
+    # reads exactly like the grayscale original
+    from htr.data.images import load_image
+
+    converted = np.asarray(load_image(path)).astype(int)
+    gray = np.asarray(Image.open(EXAMPLE).convert("L")).astype(int)
+    assert converted.shape == gray.shape
+    if suffix == ".png":
+        assert np.array_equal(converted, gray)
+        check_equals_direct(report, models, EXAMPLE)
+    else:
+        assert np.abs(converted - gray).max() <= 16 and np.abs(converted - gray).mean() < 2
 
 
 # ---- bad inputs: a clear message each, and the app keeps serving ----------------------------------

@@ -7,7 +7,8 @@ import pytest
 from htr.errors import CodecError
 from htr.text.codec import DEFAULT_CHARSET, Codec, clean_labels, normalize_text
 
-POILUS_CHARSET = Path("/work/shared/realdata/poilus/charset.txt")
+# the characters of ../shared/realdata/poilus/charset.txt (poilus train+val), committed: no shared data needed
+POILUS_CHARSET = Path(__file__).resolve().parent / "fixtures" / "poilus_charset.json"
 
 
 def test_round_trip_and_indices():
@@ -27,9 +28,9 @@ def test_default_charset_round_trip_and_coverage():
     assert DEFAULT_CHARSET == Codec(DEFAULT_CHARSET).charset  # deterministic, validated
 
 
-@pytest.mark.skipif(not POILUS_CHARSET.is_file(), reason=f"{POILUS_CHARSET} absent (poilus data not on this machine)")
 def test_default_charset_covers_poilus_after_normalisation():
-    chars = [line.split("\t")[0] for line in POILUS_CHARSET.read_text(encoding="utf-8").split("\n") if line]
+    chars = json.loads(POILUS_CHARSET.read_text(encoding="utf-8"))["characters"]
+    assert len(chars) == 100 and "\u00a0" in chars  # the NBSP normalises to a space
     assert not Codec(DEFAULT_CHARSET).missing(normalize_text("x".join(chars)))
 
 

@@ -86,3 +86,60 @@ def test_rimes_module(tmp_path):
     assert not train_ids & val_ids and len({i.split("-")[0] for i in val_ids}) == 1  # one whole page
     batch = next(iter(dm.train_dataloader()))
     check_batch(batch, len(train_ids))
+
+
+# ---- the data rules through a data module: unknown characters, bad images, their warnings ------------
+SNOWMAN = "\u2603"  # not in DEFAULT_CHARSET
+
+
+def _tsv_folder(root: Path, bad_image: bool = True) -> Path:
+    """train: 4 lines, one with an unknown character twice, one (when ``bad_image``) a corrupt file;
+    val: 2 lines, one with the unknown character."""
+    import numpy as np
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    rows = {"train": [("t0.png", "le chat"), ("t1.png", f"a{SNOWMAN}b{SNOWMAN}"), ("t2.png", "noir"),
+                      ("t3.png", "bleu")],
+            "val": [("v0.png", "une maison"), ("v1.png", f"x{SNOWMAN}")]}
+    for split, items in rows.items():
+        for name, _ in items:
+            a = np.full((40, 160), 230, np.uint8)
+            a[15:25, 10:150] = 30
+            Image.fromarray(a).save(root / "images" / name)
+        (root / f"{split}.tsv").write_text("".join(f"{n}\t{t}\n" for n, t in items), encoding="utf-8")
+    if bad_image:
+        (root / "images" / "t3.png").write_bytes(b"not an image at all\n" * 10)
+    return root
+
+
+def test_unknown_skip_line_and_bad_images_skip_through_a_data_module(tmp_path, caplog):
+    import logging
+
+    dm = FolderDataModule(root=str(_tsv_folder(tmp_path / "d")), unknown="skip_line", bad_images="skip",
+                          batch_size=8, num_workers=0)
+    with caplog.at_level(logging.WARNING, logger="htr"):
+        dm.setup("fit")
+        dm.setup("fit")  # a second setup (Lightning calls it per stage) warns nothing again
+        texts = [t for b in dm.train_dataloader() for t in b["texts"]]
+        texts += [t for b in dm.train_dataloader() for t in b["texts"]]
+        val = [t for b in dm.val_dataloader() for t in b["texts"]]
+    assert sorted(set(texts)) == ["le chat", "noir"]  # the unknown line and the bad image are left out
+    assert val == ["une maison"]
+    assert dm.stats["train"]["skipped_unknown"] == 1 and dm.stats["val"]["skipped_unknown"] == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    unknown = [w for w in warnings if "characters not in the charset" in w]
+    assert len(unknown) == 2, warnings  # once per split
+    assert any("train.tsv" in w and SNOWMAN in w for w in unknown) and any("val.tsv" in w for w in unknown)
+    bad = [w for w in warnings if "bad images skipped" in w]
+    assert len(bad) == 1 and "train.tsv" in bad[0] and "t3" in bad[0], warnings  # names the file
+
+
+def test_unknown_error_and_bad_images_error_through_a_data_module(tmp_path):
+    from htr.errors import ImageError
+
+    with pytest.raises(ImageError, match="t3.png"):
+        FolderDataModule(root=str(_tsv_folder(tmp_path / "bad")), bad_images="error", num_workers=0).setup("fit")
+    with pytest.raises(CodecError, match=r"train\.tsv.*U\+2603"):
+        FolderDataModule(root=str(_tsv_folder(tmp_path / "unknown", bad_image=False)), unknown="error",
+                         num_workers=0).setup("fit")

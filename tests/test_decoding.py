@@ -110,3 +110,21 @@ def test_lm_is_normalised_and_serialisable():
     lm2 = CharNgramLM.from_dict(json.loads(json.dumps(lm.to_dict())))
     assert lm2.score("the c", "a") == pytest.approx(lm.score("the c", "a"))
     assert lm2.score_text("the cat") == pytest.approx(lm.score_text("the cat"))
+
+
+def test_beam_search_stops_at_its_deadline():
+    import time
+
+    from htr.errors import HTRError, TimeLimitError
+
+    torch.manual_seed(0)
+    lp = torch.randn(50, 6, dtype=torch.float64).log_softmax(-1)
+    want = beam_search(lp, beam_width=4)
+    assert beam_search(lp, beam_width=4, deadline=time.perf_counter() + 60) == want  # in time: the same
+    with pytest.raises(TimeLimitError, match="frame 0 of 50") as info:
+        beam_search(lp, beam_width=4, deadline=time.perf_counter() - 1)
+    assert isinstance(info.value, HTRError)
+    batch = lp.unsqueeze(1).repeat(1, 2, 1)
+    with pytest.raises(TimeLimitError):
+        decode_batch(batch, beam_width=4, deadline=time.perf_counter() - 1)
+    assert decode_batch(batch, beam_width=1, deadline=time.perf_counter() - 1)  # greedy has no deadline

@@ -1,6 +1,7 @@
 """Encrypted execution (concrete-python, the `fhe` extra): circuits equal their simulation exactly.
 
-Skipped, with the reason, when the extra is not installed (`pip install -e .[fhe]`); CI installs it.
+Skipped, with the reason, when the extra is not installed or does not import (`pip install -e .[fhe]`);
+under CI=true (where `make venv` installs it) that fails instead.
 The default suite keeps one small real encrypted run (relu_add, H=2, T=2, 3-bit values: keys in a
 few seconds); the larger encrypted runs (GRU with encrypted products, the adding model end to end,
 the quick benchmark) are marked slow.
@@ -10,9 +11,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("concrete.fhe", exc_type=ImportError,  # also a broken install (e.g. no pkg_resources)
-                    reason="concrete-python (the fhe extra) is not installed or does not import: "
-                           "pip install -e .[fhe] (after torch; numpy<2, setuptools<81)")
+try:
+    import concrete.fhe  # noqa: F401
+except ImportError as e:  # not installed, or a broken install (e.g. no pkg_resources)
+    from conftest import skip_or_fail
+
+    skip_or_fail(f"concrete-python (the fhe extra) is not installed or does not import ({e}): "
+                 "pip install -e .[fhe] (after torch; numpy<2, setuptools<81)")
 
 from htr.bench.fhe import DEFAULT_SPEC, make_cell, run_config  # noqa: E402
 from htr.fhe import circuits as C  # noqa: E402
@@ -59,10 +64,11 @@ def test_encrypted_gru_equals_simulation(kind):
     assert res["encrypted_equals_simulate"] and res["simulate_equals_clear"]
 
 
+@pytest.mark.timeout(120)  # a hang guard only: the benchmark must give up on its own after timeout_s
 def test_benchmark_records_a_timeout_instead_of_hanging():
     rec = run_config(4, 2, ("relu_add", "gru"), DEFAULT_SPEC, runs=1, timeout_s=1.0)
-    assert all(c["status"].startswith("timeout") for c in rec["cells"].values()), rec
-    assert rec["wall_s"] < 30
+    assert set(rec["cells"]) == {"relu_add", "gru"}
+    assert all(c["status"].startswith("timeout (1 s) during") for c in rec["cells"].values()), rec
 
 
 @pytest.mark.slow

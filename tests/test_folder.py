@@ -9,8 +9,6 @@ from htr.data.folder import read_folder
 from htr.errors import DatasetError
 from htr.text.codec import DEFAULT_CHARSET, Codec
 
-POILUS = Path("/work/shared/realdata/poilus")
-
 
 def make_folder(root: Path, images_subdir: bool = True) -> Path:
     img_dir = root / "images" if images_subdir else root
@@ -48,9 +46,9 @@ def test_format_errors(tmp_path):
         read_folder(root, "bad")
 
 
-@pytest.mark.skipif(not (POILUS / "train.tsv").is_file(), reason=f"poilus data not found at {POILUS}")
-def test_poilus_folder_if_present():
-    val = read_folder(POILUS, "val")
+def test_poilus_folder_if_present(shared_data):
+    poilus = shared_data("realdata/poilus", "val.tsv")  # ../shared from the repository root, else a skip
+    val = read_folder(poilus, "val")
     assert len(val) == 239
     kept, stats = prepare_samples(val, Codec(DEFAULT_CHARSET), source="poilus val", check_images=False)
     assert len(kept) == 239 and not stats["unknown_chars"]

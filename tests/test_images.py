@@ -51,11 +51,24 @@ def bad_files(tmp_path):
     return good, files
 
 
+REASONS = {  # kind -> the reason the message must give, after the file's name
+    "corrupt": r"unreadable or corrupt image \(UnidentifiedImageError",
+    "truncated": r"unreadable or corrupt image \(OSError: .*truncated",
+    "empty": r"empty file \(0 bytes\); expected an image",
+    "tiny": r"1x1 pixels; expected both sides >= \d+ for a text line",
+    "bomb": r"too many pixels \(.*10000000000 pixels.*\); expected at most \d+",  # Pillow refuses it at open
+    "missing": r"no such image file",
+}
+
+
 def test_bad_images_raise_naming_the_file(bad_files):
+    import re
+
     good, files = bad_files
     assert load_image(good).mode == "L"
+    assert set(REASONS) == set(files)
     for kind, path in files.items():
-        with pytest.raises(ImageError, match=path.name):
+        with pytest.raises(ImageError, match=re.escape(str(path)) + ": " + REASONS[kind]):
             load_image(path)
 
 
@@ -148,3 +161,51 @@ def test_augment_never_crops_ink_and_can_be_off():
         assert (out < 128).sum() > 0.6 * (img < 128).sum()
     off = Augmenter(AugmentConfig(enabled=False))
     assert off(img) is img
+
+
+# ---- EXIF orientation, readable formats, squeezed lines (issue 19) --------------------------------
+def _exif_rotated_png(upright: Image.Image, orientation: int = 6) -> bytes:
+    """``upright`` stored as a phone does: pixels turned 90 degrees, EXIF orientation 6 to turn them back."""
+    from PIL import ImageOps
+
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    stored.save(buf, "PNG", exif=exif.tobytes())
+    check = Image.open(io.BytesIO(buf.getvalue()))
+    assert check.size == stored.size and ImageOps.exif_transpose(check).size == upright.size
+    return buf.getvalue()
+
+
+def test_exif_orientation_is_applied():
+    upright = Image.fromarray(line_image(200, 40), "L")
+    data = _exif_rotated_png(upright)
+    im = load_image(data)
+    assert im.size == (200, 40) and im.mode == "L"  # read as displayed, not sideways
+    assert np.array_equal(np.asarray(im), np.asarray(upright))
+    # a PIL image of the caller's with the tag: read upright, the caller's image left as it was
+    theirs = Image.open(io.BytesIO(data))
+    assert load_image(theirs).size == (200, 40) and theirs.size == (40, 200)
+    # without a tag nothing turns
+    plain = io.BytesIO()
+    upright.save(plain, "PNG")
+    assert load_image(plain.getvalue()).size == (200, 40)
+
+
+def test_folder_formats_include_everything_pillow_reads():
+    from htr.data.images import image_extensions
+
+    exts = image_extensions()
+    assert {".png", ".jpg", ".jpeg", ".gif", ".tif", ".tiff", ".webp", ".bmp", ".pgm"} <= exts
+    assert not exts & {".h5", ".grib", ".bufr", ".mpg", ".tsv", ".txt", ".xml"}  # stubs and non-images
+
+
+def test_a_squeezed_line_is_reported():
+    from htr.data.images import resize_note
+
+    note = resize_note((4000, 40), height=64, max_width=2048, name="wide.png")
+    assert note.startswith("wide.png: 4000x40 px is 6400 px wide") and "squeezed" in note and "2048" in note
+    assert resize_note((1000, 40), height=64, max_width=2048) is None
+    assert resize_note((1280, 40), height=64, max_width=2048) is None  # exactly 2048: fits
+    assert preprocess(Image.new("L", (4000, 40), 255)).shape == (1, 64, 2048)

@@ -573,6 +573,41 @@ def test_lstm_forget_bias_sets_only_the_forget_gate_rows():
         TorchRecurrent("gru", 8, H, forget_bias=1.0)
     assert build_recurrent("gru", 8, H, forget_bias=1.0).rnn.bias_ih_l0.abs().max() < 1  # ignored by gru
 
+@pytest.mark.parametrize("I, H", [(24, 16), (256, 128)])
+def test_relu_add_initialisation(I, H):
+    """htr.nn.relu_add's stated initialisation: U_s and U_n each orthogonal scaled by 0.5 (U U^T = 0.25 I),
+    W and b_n uniform in +-1/sqrt(I) (nn.Linear's fan-in bound, filled out to it), b_s = -1 (the cell's
+    default: keep the state)."""
+    torch.manual_seed(0)
+    cell = ReluAddCell(I, H)
+    bound = 1 / math.sqrt(I)
+    with torch.no_grad():
+        for block in cell.weight_hh.split(H):
+            assert torch.allclose(block @ block.t(), 0.25 * torch.eye(H), atol=1e-5)
+        W, b = cell.weight_ih, cell.bias
+        assert W.shape == (2 * H, I) and W.abs().max() <= bound and W.abs().max() > 0.95 * bound
+        assert W.std() == pytest.approx(bound / math.sqrt(3), rel=0.1)  # uniform, not a narrower spread
+        assert torch.all(b[:H] == -1.0)
+        assert b[H:].abs().max() <= bound and b[H:].std() > 0.3 * bound
+    assert relu_add_mod.GATE_BIAS_INIT == -1.0 and relu_add_mod.RECURRENT_GAIN == 0.5
+
+
+def test_recogniser_starts_relu_add_forgetful():
+    """The recogniser's relu_add layers start at b_s = +1 (RecognizerConfig.gate_bias), every layer and
+    direction; the rest of the initialisation is the cell's."""
+    from htr.nn.recognizer import Recognizer, RecognizerConfig
+
+    torch.manual_seed(0)
+    config = RecognizerConfig(cell="relu_add", hidden_size=16, num_layers=2, bidirectional=True)
+    assert config.gate_bias == 1.0
+    net = Recognizer(config, 10)
+    cells = list(net.decoder.cells)
+    assert len(cells) == 4
+    for cell in cells:
+        assert torch.all(cell.bias[:16] == 1.0)
+        assert torch.allclose(cell.weight_hh[:16] @ cell.weight_hh[:16].t(), 0.25 * torch.eye(16), atol=1e-5)
+
+
 # --------------------------------------------------------------------------------------------------
 # 8. No multiplication of two data-dependent values
 # --------------------------------------------------------------------------------------------------

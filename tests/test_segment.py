@@ -42,12 +42,13 @@ def test_rendered_paragraph_gives_one_box_per_line(rendered, gap):
     page, spans = paragraph(rendered, gap)
     boxes = segment_lines(page)
     assert len(boxes) == len(TEXTS)
-    for box, (y0, y1) in zip(boxes, spans):
-        ink_rows = np.flatnonzero((page[y0:y1] < 128).any(axis=1)) + y0
-        core = np.percentile(ink_rows, (25, 75))
+    cores = [np.percentile(np.flatnonzero((page[y0:y1] < 128).any(axis=1)) + y0, (25, 75)) for y0, y1 in spans]
+    for i, (box, core) in enumerate(zip(boxes, cores)):
         assert box.y0 <= core[0] and box.y1 >= core[1]  # the line's core is inside its box
-        assert box.y0 >= y0 - 40 and box.y1 <= y1 + 40  # and the box does not wander to other lines
-    assert [b.y0 for b in boxes] == sorted(b.y0 for b in boxes)
+        # and the box reaches no neighbouring line's core (its middle half of ink rows)
+        assert i == 0 or box.y0 > cores[i - 1][1], (i, box, cores[i - 1])
+        assert i == len(boxes) - 1 or box.y1 < cores[i + 1][0], (i, box, cores[i + 1])
+    assert all(a.y1 <= b.y0 for a, b in zip(boxes, boxes[1:]))  # top to bottom, no two boxes overlap
 
 
 def test_single_line_and_blank(rendered):
@@ -70,6 +71,29 @@ def test_bundled_examples():
     page = Image.open(EXAMPLES / "poilus_paragraph.png")
     crops = crop_lines(page)
     assert len(crops) == 3 and all(c.height >= 40 for c in crops)
+
+
+def _ruled_page(lines: int) -> np.ndarray:
+    """`lines` dark bars 8 px high, 24 px apart: as many text lines for the projection profile."""
+    page = np.full((24 * lines + 40, 300), 245, np.uint8)
+    for i in range(lines):
+        page[20 + 24 * i: 28 + 24 * i, 20:280] = 20
+    return page
+
+
+def test_app_refuses_pages_of_more_than_40_lines():
+    """The app (app.ui, MAX_LINES = 40) takes a line or a short paragraph: 41 lines are refused with a
+    message naming the count and the limit, 40 are split and kept."""
+    from app import ui
+    from htr.errors import ImageError
+    from htr.segment import find_lines
+
+    assert ui.MAX_LINES == 40
+    _, boxes, crops = ui.read_lines(Image.fromarray(_ruled_page(40)))
+    assert len(boxes) == len(crops) == 40
+    with pytest.raises(ImageError, match=r"41 text lines found; expected a line or a short paragraph \(at most 40"):
+        ui.read_lines(Image.fromarray(_ruled_page(41)))
+    assert len(find_lines(Image.fromarray(_ruled_page(41)), "paragraph")[1]) == 41  # the library has no limit
 
 
 def test_otsu_and_mask():

@@ -51,3 +51,24 @@ def test_shipped_model_on_poilus_val_greedy(cell):
     model = load_model(cell)
     row = evaluate_model(model, build_datamodule(POILUS, model.net.config.height, 16), "val", "greedy")
     assert row["lines"] == 239 and row["cer"] < 0.35, row
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_beam_lm_uses_the_shipped_lm(cell):
+    """beam+lm decoding is the beam search with the model file's LM and scoring options, and the LM
+    changes what is read: beam+lm differs from plain beam search on at least one real example line."""
+    import torch
+
+    from htr.data.images import collate
+    from htr.text.decoding import decode_batch
+
+    model = load_model(cell)
+    paths = [EXAMPLES / f for f in REAL_LINES]
+    beam = [t.text for t in model.transcribe(paths, decoder="beam")]
+    with_lm = model.transcribe(paths, decoder="beam+lm")
+    assert any(a != b.text for a, b in zip(beam, with_lm)), list(zip(beam, [t.text for t in with_lm]))
+    batch = collate([{"image": model.preprocess(p)} for p in paths], pad_to_multiple=8)
+    with torch.no_grad():
+        log_probs, frames = model.net(batch["images"], batch["widths"])
+    want = decode_batch(log_probs, frames, beam_width=10, lm=model.lm, codec=model.codec, **model.decoding)
+    assert [t.text for t in with_lm] == [model.codec.decode(idx) for idx, _ in want]

@@ -57,8 +57,26 @@ def only(paths) -> Path:
 
 
 @pytest.mark.parametrize("cell", ["relu_add", "gru", "lstm"])
-def test_fast_dev_run(tmp_path, cell):
-    fit(tmp_path, cell, "--trainer.fast_dev_run", "true")  # one training and one validation batch
+def test_fast_dev_run(tmp_path, cell, monkeypatch):
+    steps = []
+    train_step, val_step = HTRModule.training_step, HTRModule.validation_step
+
+    def training_step(self, batch, i):
+        loss = train_step(self, batch, i)
+        steps.append(("train", self.net.config.cell, len(batch["texts"]), bool(torch.isfinite(loss))))
+        return loss
+
+    def validation_step(self, batch, i):
+        steps.append(("val", self.net.config.cell, len(batch["texts"]), True))
+        return val_step(self, batch, i)
+
+    monkeypatch.setattr(HTRModule, "training_step", training_step)
+    monkeypatch.setattr(HTRModule, "validation_step", validation_step)
+    fit(tmp_path, cell, "--trainer.fast_dev_run", "true")
+    # one training batch (a finite loss) and one validation batch of 4 lines, with the config's cell;
+    # fast_dev_run writes no checkpoint
+    assert steps == [("train", cell, 4, True), ("val", cell, 4, True)]
+    assert not list(tmp_path.rglob("*.ckpt"))
 
 
 # ---- a short real run, shared by the checkpoint / resume / evaluate / predict tests ---------------
@@ -101,17 +119,89 @@ def test_checkpoints(run, tmp_path):
     assert torch.equal(a, b) and torch.equal(a, c)
 
 
+def test_export_with_lm_text(run, tmp_path, capsys):
+    """`htr export --lm-text`: the model file carries the character LM trained on that text (the TSV's
+    last column) and the scoring options, and beam+lm decoding with it is the beam search with that LM."""
+    from htr.text.decoding import decode_batch
+    from htr.text.lm import CharNgramLM
+
+    texts = ["le 3 mars 1916", "à ma femme", "mes biens à ma femme"]
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text("".join(f"l{i}.png\t{t}\n" for i, t in enumerate(texts)), encoding="utf-8")
+    out = tmp_path / "lm.safetensors"
+    main(["export", str(only(run.rglob("last.ckpt"))), str(out), "--lm-text", str(tsv), "--lm-order", "4",
+          "--lm-weight", "0.7", "--insertion-bonus", "1.5"])
+    assert "character LM of order 4 trained on 3 lines" in capsys.readouterr().out
+    model = load_model(out)
+    assert model.lm.to_dict() == CharNgramLM.train(texts, order=4).to_dict()
+    assert model.decoding == {"lm_weight": 0.7, "insertion_bonus": 1.5}
+    # run_batch's LM branch: the same result as the beam search given the LM and options directly
+    torch.manual_seed(1)
+    images = [torch.rand(1, model.net.config.height, w) for w in (96, 160)]
+    got = model.run_batch(images, "beam+lm", beam_width=4)
+    batch = collate([{"image": im} for im in images], pad_to_multiple=8)
+    with torch.no_grad():
+        log_probs, frames = model.net(batch["images"], batch["widths"])
+    want = decode_batch(log_probs, frames, beam_width=4, lm=CharNgramLM.train(texts, order=4), codec=model.codec,
+                        lm_weight=0.7, insertion_bonus=1.5)
+    assert [(t.text, t.confidence) for t in got] == [(model.codec.decode(i), pytest.approx(c)) for i, c in want]
+    assert load_model(only(run.rglob("last.ckpt"))).lm is None  # a plain export (no --lm-text) has none
+
+
 def read_metrics(root: Path) -> list[dict]:
     with only(root.rglob("metrics.csv")).open() as f:
         return list(csv.DictReader(f))
 
 
-def test_logged_metrics(run):
+def synthetic_val(lines: int = 4):
+    """The validation lines of CONFIG with SMALL_DATA (rendered again: the same seed, the same lines)."""
+    from htr.data import SyntheticDataModule
+
+    return SyntheticDataModule(train_size=8, val_size=lines, batch_size=4, num_workers=0, height=48,
+                               system_fonts=True, augment=False)
+
+
+def test_logged_metrics(run, hand_rates):
     rows = read_metrics(run)
     assert [int(r["step"]) for r in rows if r.get("train/loss")] == [0, 1]
     val = [r for r in rows if r.get("val/cer")]
-    assert len(val) == 1 and 0 <= float(val[0]["val/cer"]) and float(val[0]["val/wer"]) >= 0
+    assert len(val) == 1
+    # the logged rates are those of the step-2 model (validated, then saved as last.ckpt) on the 4 val lines
+    from htr.evaluate import transcribe_split
+
+    lines = transcribe_split(load_model(only(run.rglob("last.ckpt"))), synthetic_val(), "val", "greedy")
+    assert len(lines.refs) == 4
+    assert [float(val[0]["val/cer"]), float(val[0]["val/wer"])] == pytest.approx(hand_rates(lines.refs, lines.hyps),
+                                                                                  abs=1e-6)
+    assert float(val[0]["val/cer_nocase"]) <= float(val[0]["val/cer"]) + 1e-6
     assert all(r.get("train/skipped_lines") in ("", None) or float(r["train/skipped_lines"]) >= 0 for r in rows)
+
+
+def test_best_checkpoint_is_the_lowest_validation_cer(tmp_path, monkeypatch):
+    """Three validations (steps 2, 4, 6); the one at step 4 is made perfect (its hypotheses are the
+    references), so best-*.ckpt must be step 4's: neither the first nor the last."""
+    eval_step, transcribe = HTRModule._eval_step, HTRModule.transcribe_batch
+
+    def _eval_step(self, stage, batch):
+        self._texts = batch["texts"]
+        return eval_step(self, stage, batch)
+
+    def transcribe_batch(self, log_probs, frames):
+        real = transcribe(self, log_probs, frames)
+        if not self.training and self.global_step == 4 and not self.trainer.sanity_checking:
+            return [(text, 1.0) for text in self._texts]
+        return real
+
+    monkeypatch.setattr(HTRModule, "_eval_step", _eval_step)
+    monkeypatch.setattr(HTRModule, "transcribe_batch", transcribe_batch)
+    fit(tmp_path, "relu_add", "--trainer.max_steps", "6", "--trainer.val_check_interval", "2",
+        "--trainer.log_every_n_steps", "1")
+    val = {int(r["step"]): float(r["val/cer"]) for r in read_metrics(tmp_path) if r.get("val/cer")}
+    assert sorted(val) == [1, 3, 5] and val[3] == 0.0 and val[1] > 0 and val[5] > 0  # logged at step - 1
+    best = only(tmp_path.rglob("best-*.ckpt"))
+    assert best.name.endswith("-step=4.ckpt"), best.name
+    assert torch.load(best, map_location="cpu", weights_only=True)["global_step"] == 4
+    assert torch.load(only(tmp_path.rglob("last.ckpt")), map_location="cpu", weights_only=True)["global_step"] == 6
 
 
 def test_the_last_step_is_validated_and_checkpointed(tmp_path):
@@ -152,15 +242,24 @@ def folder(tmp_path_factory):
     return root
 
 
-def test_evaluate(run, folder, capsys):
+def folder_lines(folder: Path) -> tuple[list[Path], list[str]]:
+    rows = [line.split("\t") for line in (folder / "val.tsv").read_text(encoding="utf-8").splitlines()]
+    return [folder / name for name, _ in rows], [text for _, text in rows]
+
+
+def test_evaluate(run, folder, capsys, hand_rates):
     last, best = only(run.rglob("last.ckpt")), only(run.rglob("best-*.ckpt"))
     main(["evaluate", "--ckpt", str(last), "--ckpt", str(best), "--data", str(folder), "--json"])
     rows = json.loads(capsys.readouterr().out)
     assert [r["model"] for r in rows] == ["last", best.stem]
     n_params = load_model(last).num_parameters
-    for r in rows:
+    paths, refs = folder_lines(folder)
+    for r, ckpt in zip(rows, (last, best)):
         assert r["cell"] == "relu_add" and r["parameters"] == n_params and r["lines"] == 3 and r["split"] == "val"
-        assert r["cer"] >= 0 and r["wer"] >= 0 and 0 <= r["cer_nocase"] <= r["cer"] and r["ms_per_line"] > 0
+        # the CLI's rates are those of the checkpoint's own transcription of the same lines, counted by hand
+        hyps = [t.text for t in load_model(ckpt).transcribe(paths)]
+        assert [r["cer"], r["wer"]] == pytest.approx(hand_rates(refs, hyps))
+        assert r["cer_nocase"] == pytest.approx(hand_rates([x.casefold() for x in refs], [x.casefold() for x in hyps])[0])
     main(["evaluate", "--ckpt", str(last), "--data", str(folder), "--decoders", "greedy", "beam", "--json"])
     rows = json.loads(capsys.readouterr().out)
     assert [(r["model"], r["decoder"]) for r in rows] == [("last", "greedy"), ("last", "beam")]
@@ -178,15 +277,61 @@ def test_evaluate(run, folder, capsys):
 
 def test_transcribe(run, folder, capsys):
     last = str(only(run.rglob("last.ckpt")))
+    [want] = load_model(last).transcribe([folder / "line1.png"])
     main(["transcribe", str(folder / "line1.png"), "--ckpt", last, "--json"])
     [row] = json.loads(capsys.readouterr().out)
-    assert row["model"] == "last" and row["image"].endswith("line1.png") and isinstance(row["text"], str)
-    assert 0 <= row["confidence"] <= 1 and set(row["ms"]) == {"preprocess", "encoder", "decoder", "ctc"}
+    assert row["model"] == "last" and row["image"].endswith("line1.png") and row["text"] == want.text
+    assert row["confidence"] == pytest.approx(want.confidence, abs=1e-6)
+    assert set(row["ms"]) == {"preprocess", "encoder", "decoder", "ctc"}
     main(["transcribe", str(folder), "--ckpt", last, "--json"])  # a folder: its images, not val.tsv
     rows = json.loads(capsys.readouterr().out)
     assert sorted(Path(r["image"]).name for r in rows) == ["line0.png", "line1.png", "line2.png"]
     main(["transcribe", str(folder), "--ckpt", last])
     assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+def test_transcribe_expands_globs(folder, capsys):
+    """A quoted glob (as on Windows, or from a script) is expanded by htr itself; a glob that matches
+    nothing is an error naming it."""
+    main(["transcribe", str(folder / "line[02].png"), str(folder / "*1.png"), "--model", "gru", "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    paths = [folder / "line0.png", folder / "line2.png", folder / "line1.png"]
+    assert [Path(r["image"]) for r in rows] == paths
+    assert [r["text"] for r in rows] == [t.text for t in load_model("gru").transcribe(paths)]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["transcribe", str(folder / "nope*.png"), "--model", "gru"])
+    assert exit_info.value.code == 1
+    assert "nope*.png: no such file, folder or glob match" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def example_folder(tmp_path_factory):
+    """The app's three real example lines (poilus val writers) as a TSV folder."""
+    from shutil import copy
+
+    root = tmp_path_factory.mktemp("examples")
+    lines = {"poilus_1.png": "Versailles le 10 Décembre 1916.", "poilus_2.png": "le 11 Novembre 1915",
+             "poilus_3.png": "Ma Femme devra aider ma Mère,"}  # app/examples/ATTRIBUTION.md
+    for name in lines:
+        copy(ROOT / "app" / "examples" / name, root / name)
+    (root / "val.tsv").write_text("".join(f"{n}\t{t}\n" for n, t in lines.items()), encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize("cell", ["relu_add", "gru"])
+def test_evaluate_shipped_model_every_decoder_exactly(cell, example_folder, capsys, hand_rates):
+    """`htr evaluate --decoders greedy beam beam+lm` of a shipped model: each row's CER/WER equal the
+    hand-counted rates of the model's own transcription of the same lines with that decoder."""
+    main(["evaluate", "--model", cell, "--data", str(example_folder), "--decoders", "greedy", "beam", "beam+lm",
+          "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["model"], r["decoder"]) for r in rows] == [(cell, d) for d in ("greedy", "beam", "beam+lm")]
+    paths, refs = folder_lines(example_folder)
+    model = load_model(cell)
+    for r in rows:
+        hyps = [t.text for t in model.transcribe(paths, decoder=r["decoder"])]
+        assert [r["cer"], r["wer"]] == pytest.approx(hand_rates(refs, hyps)), (r["decoder"], hyps)
+        assert r["lines"] == 3 and r["cer"] < 1  # a shipped model reads these lines
 
 
 def test_predict_writes_one_row_per_line(run, tmp_path):
@@ -196,7 +341,15 @@ def test_predict_writes_one_row_per_line(run, tmp_path):
           "--predictions", str(out)])
     rows = [line.split("\t") for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r[0] for r in rows] == [f"synth-val-0-{i:06d}" for i in range(4)]  # the val split (no test split)
-    assert all(len(r) == 3 and 0 <= float(r[2]) <= 1 for r in rows)
+    assert all(len(r) == 3 for r in rows)
+    # the texts and confidences of the checkpoint's own reading of the same 4 rendered lines
+    data = synthetic_val()
+    data.setup("validate")
+    items = [data.datasets["val"][i] for i in range(4)]
+    assert [it["id"] for it in items] == [r[0] for r in rows]
+    want = load_model(only(run.rglob("last.ckpt"))).run_batch([it["image"] for it in items])
+    assert [r[1] for r in rows] == [t.text for t in want]
+    assert [float(r[2]) for r in rows] == pytest.approx([t.confidence for t in want], abs=1e-3)
 
 
 # ---- CTC loss -----------------------------------------------------------------------------------

@@ -114,3 +114,22 @@ def test_a_new_character_is_learnt_by_fine_tuning(tmp_path, learn_by_heart):
                      for t in texts], pad_to_multiple=8)
     hyps = learn_by_heart(module, batch, 800)
     assert hyps == texts
+
+
+def test_a_frozen_encoder_keeps_its_weights_and_statistics(tmp_path):
+    source_path = save_source(tmp_path)
+    module = HTRModule(charset=SOURCE_CHARSET, init_from=source_path, freeze_encoder=True).train()
+    assert not module.net.encoder.training and module.net.decoder.training
+    before = {k: v.clone() for k, v in module.net.encoder.state_dict().items()}
+    decoder_before = module.net.classifier.weight.clone()
+    optimiser = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-2)
+    assert not any(p.requires_grad for p in module.net.encoder.parameters())
+    g = torch.Generator().manual_seed(2)
+    batch = collate([{"image": torch.rand(1, 32, 96, generator=g), "target": module.codec.encode(t), "text": t}
+                     for t in ("abc", "de f")], pad_to_multiple=8)
+    loss, *_ = module.ctc_loss(batch)
+    loss.backward()
+    optimiser.step()
+    after = module.net.encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and batch-norm running stats
+    assert not torch.equal(decoder_before, module.net.classifier.weight)

@@ -14,7 +14,7 @@ from PIL import Image
 from htr.data.synthetic import Renderer, SyntheticConfig, discover_fonts
 
 HERE = Path(__file__).parent
-POILUS = Path("/work/shared/realdata/poilus/images")
+POILUS = HERE.parents[1].parent / "shared" / "realdata" / "poilus" / "images"  # ../shared from the repository
 SYNTHETIC = [  # (file, font family, text)
     ("synthetic_1.png", "indie-flower", "Paris, le 3 mars 1916"),
     ("synthetic_2.png", "satisfy", "Je lègue tous mes biens à ma femme"),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from htr.data.dataset import LineSample
 from htr.errors import DatasetError
+from htr.textfile import read_text
 
 
 def read_folder(root: str | Path, split: str = "train") -> list[LineSample]:
@@ -27,7 +28,7 @@ def read_folder(root: str | Path, split: str = "train") -> list[LineSample]:
                            f"'<image file name>\\t<text>' (found: {found or 'no .tsv files'})")
     samples = []
     seen: dict[str, int] = {}
-    for n, line in enumerate(tsv.read_text(encoding="utf-8-sig").splitlines(), 1):
+    for n, line in enumerate(read_text(tsv, what="a UTF-8 TSV file").splitlines(), 1):
         if not line.strip():
             continue
         if "\t" not in line:

@@ -1,4 +1,4 @@
-"""IAM handwriting database, line level (layout in /work/shared/reference/datasets.md and data/README.md).
+"""IAM handwriting database, line level (layout in ../shared/reference/datasets.md and data/README.md).
 
     <root>/ascii/lines.txt                       id status graylevel components x y w h transcription
     <root>/lines/a01/a01-000u/a01-000u-00.png    line images
@@ -27,6 +27,7 @@ from pathlib import Path
 
 from htr.data.dataset import LineSample
 from htr.errors import DatasetError
+from htr.textfile import read_text
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def read_split_ids(path: str | Path) -> set[str]:
     if not path.is_file():
         raise DatasetError(f"{path}: IAM split file not found; expected one line or form id per line")
     ids = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_text(path, "utf-8").splitlines():
         tok = line.split("#", 1)[0].strip()
         if tok:
             ids.add(Path(tok.split()[0]).name.split(".")[0])

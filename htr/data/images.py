@@ -19,7 +19,7 @@ from typing import Any, Literal, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from htr.errors import ImageError
@@ -42,7 +42,8 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, min_side: int 
     """Read any image file (path, bytes or PIL image) as an 8-bit grayscale ("L") PIL image.
 
     Palette, 1-bit, 16/32-bit integer, float, RGB(A), LA and CMYK inputs are converted; transparent pixels
-    are composited on white paper. Raises ImageError naming the file for: missing, empty, corrupt or
+    are composited on white paper; an EXIF orientation tag (phone photos) is applied, so the line is read
+    as it is displayed. Raises ImageError naming the file for: missing, empty, corrupt or
     truncated files, sizes above ``max_pixels`` (decompression bombs) and sides below ``min_side`` px.
     """
     name = _name(source)
@@ -74,7 +75,7 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, min_side: int 
             im.load()
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = prev
-        return to_grayscale(im, name)
+        return to_grayscale(_upright(im, copy=im is source), name)
     except ImageError:
         _close(im, source)
         raise
@@ -84,6 +85,41 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, min_side: int 
         _close(im, source)
         raise ImageError(f"{name}: unreadable or corrupt image ({type(e).__name__}: {e}); "
                          f"expected a complete PNG/JPEG/TIFF/... file") from None
+
+
+def exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag (1..8; 1 = upright, also when there is no tag or the EXIF block is unreadable)."""
+    try:
+        value = im.getexif().get(0x0112, 1)  # ExifTags.Base.Orientation
+    except Exception:  # noqa: BLE001 - a damaged EXIF block must not make the pixels unreadable
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _upright(im: Image.Image, copy: bool) -> Image.Image:
+    """``im`` turned as its EXIF orientation says (PIL.ImageOps.exif_transpose); the caller's own image
+    (``copy``) is never changed in place."""
+    if exif_orientation(im) == 1:
+        return im
+    if copy:
+        return ImageOps.exif_transpose(im)
+    ImageOps.exif_transpose(im, in_place=True)
+    return im
+
+
+def image_extensions() -> frozenset[str]:
+    """File suffixes (lower case, with the dot) of every format Pillow can read here, as the app does:
+    .png, .jpg, .gif, .tif, .webp, .bmp, .pgm, .jp2, ... (not the stub formats that Pillow only identifies)."""
+    Image.init()
+    out = set()
+    for ext, fmt in Image.registered_extensions().items():
+        factory = Image.OPEN.get(fmt, (None,))[0]
+        if factory is None or fmt == "MPEG":  # MPEG: a header is identified, no frame is decoded
+            continue
+        if isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile):
+            continue
+        out.add(ext.lower())
+    return frozenset(out)
 
 
 def _close(im: Image.Image | None, source: Any) -> None:
@@ -153,7 +189,7 @@ def preprocess(image: Image.Image | np.ndarray, height: int = 64, min_width: int
     w, h = image.size
     if w < 1 or h < 1:
         raise ImageError(f"{name}: empty image {w}x{h}")
-    new_w = max(1, round(w * height / h))
+    new_w = scaled_width(image.size, height)
     if new_w > max_width:
         if too_wide == "error":
             raise ImageError(f"{name}: {new_w} px wide at height {height}; expected at most max_width={max_width}")
@@ -170,6 +206,23 @@ def preprocess(image: Image.Image | np.ndarray, height: int = 64, min_width: int
     if new_w < min_width:
         x = np.pad(x, ((0, 0), (0, min_width - new_w)))
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).unsqueeze(0)  # (H, W) -> (1, H, W)
+
+
+def scaled_width(size: tuple[int, int], height: int) -> int:
+    """The width of a ``size`` (w, h) line scaled to ``height`` with its aspect ratio kept."""
+    w, h = size
+    return max(1, round(w * height / max(h, 1)))
+
+
+def resize_note(size: tuple[int, int], height: int = 64, max_width: int = 2048, name: str = "<image>") -> str | None:
+    """The sentence that reports a line squeezed by ``preprocess`` (wider than ``max_width`` at ``height``),
+    or None when it fits."""
+    new_w = scaled_width(size, height)
+    if new_w <= max_width:
+        return None
+    return (f"{name}: {size[0]}x{size[1]} px is {new_w} px wide at height {height}, above max_width={max_width}: "
+            f"squeezed horizontally to {max_width} px ({max_width / new_w:.2f}x), recognition may suffer; "
+            f"cut the line into shorter pieces for a better reading")
 
 
 def collate(samples: Sequence[dict[str, Any]], pad_to_multiple: int = 1) -> dict[str, Any]:

@@ -29,7 +29,7 @@ UnknownRule = Literal["drop", "skip_line", "error"]
 UNKNOWN_RULES = ("drop", "skip_line", "error")
 
 # The default charset: IAM's ~79 symbols (printable ASCII), RIMES's French and the poilus set
-# (/work/shared/realdata/poilus/charset.txt: ’ ° ſ œ ^ < > = _ * ...). Fixed order, written out, so that a
+# (../shared/realdata/poilus/charset.txt: ’ ° ſ œ ^ < > = _ * ...). Fixed order, written out, so that a
 # checkpoint's output layer means the same thing on every machine.
 _ASCII = " " + string.digits + string.ascii_uppercase + string.ascii_lowercase + string.punctuation
 _FRENCH_LOWER = "àâäæçéèêëîïôöœùûüÿ"

@@ -14,13 +14,14 @@ Confidence of a line (a number in (0, 1], higher is surer):
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 from torch import Tensor
 
-from htr.errors import ShapeError
+from htr.errors import ShapeError, TimeLimitError
 
 if TYPE_CHECKING:
     from htr.text.codec import Codec
@@ -71,7 +72,8 @@ def _lengths(lengths: Tensor | Sequence[int] | None, T: int, N: int) -> list[int
 
 def beam_search(log_probs: Tensor, beam_width: int = 10, lm: CharNgramLM | None = None,
                 lm_weight: float = 0.5, codec: Codec | None = None, insertion_bonus: float = 0.0,
-                char_prune: float = -10.0, blank: int = BLANK) -> tuple[list[int], float]:
+                char_prune: float = -10.0, blank: int = BLANK, deadline: float | None = None
+                ) -> tuple[list[int], float]:
     """CTC prefix beam search over one line; returns the best ``(indices, confidence)``.
 
     log_probs: (T, C) log-probabilities of one line (slice off padding frames first).
@@ -80,6 +82,7 @@ def beam_search(log_probs: Tensor, beam_width: int = 10, lm: CharNgramLM | None 
     ``log P_ctc(prefix) + lm_weight * log P_lm(prefix) + insertion_bonus * len(prefix)``; with an LM the
     final ranking adds the end-of-line probability. ``codec`` maps indices to the LM's characters and
     is required with ``lm``. Characters below ``char_prune`` (log-prob) in a frame are not tried.
+    ``deadline`` (a ``time.perf_counter()`` value): past it, the search stops with TimeLimitError.
     """
     if log_probs.dim() != 2:
         raise ShapeError(f"log_probs has shape {tuple(log_probs.shape)}; expected (T, C) for one line")
@@ -113,6 +116,8 @@ def beam_search(log_probs: Tensor, beam_width: int = 10, lm: CharNgramLM | None 
 
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, NEG_INF)}  # prefix -> (p_b, p_nb)
     for t in range(T):
+        if deadline is not None and time.perf_counter() > deadline:
+            raise TimeLimitError(f"beam search (width {beam_width}) stopped at frame {t} of {T}: past its time limit")
         frame = lp[t]
         chars = [c for c in np.argsort(frame)[::-1][:beam_width] if c != blank and frame[c] >= char_prune]
         nxt: dict[tuple[int, ...], list[float]] = {}
