@@ -21,8 +21,9 @@ def build_datamodule(data: str | Path, height: int, batch_size: int = 16) -> Lin
     """A TSV folder (images + <split>.tsv) or a YAML config with a `data:` section (as for `htr fit`)."""
     path = Path(data)
     overrides = {"height": height, "batch_size": batch_size, "augment": False, "num_workers": 0}
-    if path.is_dir():
-        return FolderDataModule(root=str(path), **overrides)
+    if path.is_dir():  # every split whose TSV is there: train, val and test
+        return FolderDataModule(root=str(path), test_split="test" if (path / "test.tsv").is_file() else None,
+                                **overrides)
     if path.suffix in (".yaml", ".yml") and path.exists():
         section = (yaml.safe_load(path.read_text()) or {}).get("data")
         if not isinstance(section, dict) or "class_path" not in section:
@@ -47,7 +48,10 @@ class SplitTranscription:
 def transcribe_split(model: Transcriber, datamodule: LineDataModule, split: str = "val", decoder: str = "greedy",
                      beam_width: int = 10) -> SplitTranscription:
     """Every line of a split through ``model`` in batches of the data module's batch size."""
-    datamodule.setup("test" if split == "test" else "validate")
+    if split not in datamodule.datasets:  # only this split: a folder need not have the others
+        made = datamodule.make_dataset(split)  # type: ignore[arg-type]
+        if made is not None:
+            datamodule.datasets[split] = made
     dataset = datamodule.datasets.get(split)
     if dataset is None or len(dataset) == 0:
         raise DatasetError(f"{datamodule.describe(split)}: split {split!r} is empty or missing")

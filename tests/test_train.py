@@ -247,6 +247,18 @@ def folder_lines(folder: Path) -> tuple[list[Path], list[str]]:
     return [folder / name for name, _ in rows], [text for _, text in rows]
 
 
+def test_evaluate_reads_every_split_of_a_folder(run, folder, tmp_path, capsys):
+    """A folder's train and test TSVs are read too, also without a val.tsv beside them."""
+    last = str(only(run.rglob("last.ckpt")))
+    for split, rows in (("test", 2), ("train", 1)):
+        lines = (folder / "val.tsv").read_text(encoding="utf-8").splitlines()[:rows]
+        (tmp_path / f"{split}.tsv").write_text("".join(f"{folder / line}\n" for line in lines), encoding="utf-8")
+    for split, rows in (("test", 2), ("train", 1)):
+        main(["evaluate", "--ckpt", last, "--data", str(tmp_path), "--split", split, "--json"])
+        [row] = json.loads(capsys.readouterr().out)
+        assert row["split"] == split and row["lines"] == rows and row["data"].endswith(f"{split}.tsv")
+
+
 def test_evaluate(run, folder, capsys, hand_rates):
     last, best = only(run.rglob("last.ckpt")), only(run.rglob("best-*.ckpt"))
     main(["evaluate", "--ckpt", str(last), "--ckpt", str(best), "--data", str(folder), "--json"])
