@@ -8,7 +8,7 @@ PORT    ?= 7860
 export NO_ALBUMENTATIONS_UPDATE := 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: app test test-slow venv system-packages clean
+.PHONY: app test test-slow lint venv system-packages clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,9 @@ app: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -390,7 +390,8 @@ def build_app(models: dict[str, Transcriber], repeats: int = REPEATS, concurrenc
         with gr.Row(equal_height=True):
             for n in names:
                 with gr.Column(min_width=220):
-                    cell_outputs.append(gr.Textbox(label=f"{n} ({models[n].cell})", lines=2, interactive=False, placeholder="(no text)",
+                    cell_outputs.append(gr.Textbox(label=f"{n} ({models[n].cell})", lines=2, interactive=False,
+                                                   placeholder="(no text)",
                                                    elem_id=f"text-{slug(n)}", buttons=["copy"]))
                     cell_outputs.append(gr.Markdown(elem_id=f"stats-{slug(n)}"))
         speed = gr.Markdown(elem_id="speedup")

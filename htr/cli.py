@@ -36,13 +36,19 @@ def run_lightning(argv: list[str]) -> None:
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.getLogger("htr").addHandler(handler)
     logging.getLogger("htr").setLevel(logging.INFO)
-    from pytorch_lightning.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
     from jsonargparse import Namespace
+    from pytorch_lightning.callbacks import BasePredictionWriter, LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.cli import LightningCLI
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    from htr.checkpointing import (InterruptCheckpoint, install_handlers, read_checkpoint, restore_handlers,
-                                   stop_before_training, use_atomic_checkpoints)
+    from htr.checkpointing import (
+        InterruptCheckpoint,
+        install_handlers,
+        read_checkpoint,
+        restore_handlers,
+        stop_before_training,
+        use_atomic_checkpoints,
+    )
     from htr.data.datamodule import LineDataModule
     from htr.train import HTRModule, ValidateAtLastStep
 
@@ -410,7 +416,8 @@ def _app_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="htr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="htr", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in LIGHTNING_COMMANDS:
         sub.add_parser(name, help=f"Lightning {name} (see `htr {name} --help`)", add_help=False)
@@ -426,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-out", help="save the error report as .json or .html")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("transcribe", help="transcribe line images, or whole pages with --segment (files, folders or globs)")
+    p = sub.add_parser("transcribe",
+                       help="transcribe line images, or whole pages with --segment (files, folders or globs)")
     p.add_argument("images", nargs="+")
     _add_model_args(p)
     p.add_argument("--segment", action="store_true",

@@ -117,7 +117,8 @@ class Transcriber:
         try:
             lm = CharNgramLM.from_dict(meta["lm"]) if meta.get("lm") else None
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise CheckpointError(f"{name}: unreadable character LM in the metadata ({type(e).__name__}: {e})") from None
+            raise CheckpointError(f"{name}: unreadable character LM in the metadata "
+                                  f"({type(e).__name__}: {e})") from None
         return cls(net, codec, lm, name=name, decoding=meta.get("decoding"))
 
     @classmethod

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from htr.errors import DatasetError
-from htr.textfile import read_text
 from htr.tables import format_table
+from htr.textfile import read_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 
@@ -174,12 +174,15 @@ def to_html(report: dict[str, Any]) -> str:
              "<h2>Confusions (reference &rarr; hypothesis)</h2>",
              table(["reference", "hypothesis", "count"], [[_show(c["ref"]), _show(c["hyp"]), c["count"]]
                                                           for c in report["confusions"]]),
-             "<h2>Insertions</h2>", table(["character", "count"], [[_show(c["char"]), c["count"]] for c in report["inserted"]]),
-             "<h2>Deletions</h2>", table(["character", "count"], [[_show(c["char"]), c["count"]] for c in report["deleted"]])]
+             "<h2>Insertions</h2>",
+             table(["character", "count"], [[_show(c["char"]), c["count"]] for c in report["inserted"]]),
+             "<h2>Deletions</h2>",
+             table(["character", "count"], [[_show(c["char"]), c["count"]] for c in report["deleted"]])]
     if report["groups"]:
         parts += ["<h2>CER per writer / document</h2>",
                   table(["group", "lines", "errors", "chars", "CER %"],
-                        [[g["group"], g["lines"], g["errors"], g["chars"], f"{100 * g['cer']:.2f}"] for g in report["groups"]])]
+                        [[g["group"], g["lines"], g["errors"], g["chars"], f"{100 * g['cer']:.2f}"]
+                         for g in report["groups"]])]
     parts += ["<h2>Worst lines</h2>", table(["id", "CER %", "errors", "reference", "hypothesis"],
                                             [[w["id"], f"{100 * w['cer']:.1f}", w["errors"], w["ref"], w["hyp"]]
                                              for w in report["worst"]])]

@@ -92,7 +92,8 @@ def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
-def find_bands(mask: np.ndarray, threshold: float = 0.15, smooth: float = 0.25, min_band: float = 0.4) -> list[tuple[int, int]]:
+def find_bands(mask: np.ndarray, threshold: float = 0.15, smooth: float = 0.25,
+               min_band: float = 0.4) -> list[tuple[int, int]]:
     """Line cores [y0, y1) from the horizontal projection profile of an ink mask (steps 2-4)."""
     profile = mask.sum(axis=1).astype(np.float64)
     if profile.sum() == 0:

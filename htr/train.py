@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback, Timer
 import torch
+from pytorch_lightning.callbacks import Callback, Timer
 from torch import Tensor
 from torch.nn import functional as F
 

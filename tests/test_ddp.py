@@ -39,7 +39,8 @@ def test_fit_ddp_two_cpu_processes(tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
-    assert "distributed_backend=gloo" in log and "All distributed processes registered. Starting with 2 processes" in log
+    assert ("distributed_backend=gloo" in log
+            and "All distributed processes registered. Starting with 2 processes" in log)
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in log  # the second rank really ran
 
     [last] = tmp_path.rglob("last.ckpt")

@@ -16,8 +16,15 @@ import torch
 from torch import nn
 
 from htr.fhe.integer import IntegerReluAdd, _row_int8, agreement, swap_decoders
-from htr.fhe.quantize import (ClearOps, QuantSpec, calibrate, quantize_gru, quantize_inputs, quantize_relu_add,
-                              random_inputs)
+from htr.fhe.quantize import (
+    ClearOps,
+    QuantSpec,
+    calibrate,
+    quantize_gru,
+    quantize_inputs,
+    quantize_relu_add,
+    random_inputs,
+)
 from htr.nn import build_recurrent
 
 

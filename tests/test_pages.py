@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from htr.cli import main
@@ -79,12 +78,14 @@ def check_alto(text: str) -> ET.Element:
     """ALTO 4 (alto-4-4.xsd): element order, required attributes, types, unique IDs."""
     root = ET.fromstring(text)
     assert root.tag == f"{{{ALTO_NS}}}alto"
-    assert in_order(children(root), ["Description", "Styles", "Tags", "ReadingOrder", "Layout"]) and "Layout" in children(root)
+    assert (in_order(children(root), ["Description", "Styles", "Tags", "ReadingOrder", "Layout"])
+            and "Layout" in children(root))
     desc = root.find(f"{{{ALTO_NS}}}Description")
     assert children(desc)[0] == "MeasurementUnit" and desc[0].text in ("pixel", "mm10", "inch1200")
     assert in_order(children(desc), ["MeasurementUnit", "sourceImageInformation", "OCRProcessing", "Processing"])
     for proc in desc.iter(f"{{{ALTO_NS}}}Processing"):
-        assert proc.get("ID") and in_order(children(proc), ["processingCategory", "processingDateTime", "processingAgency",
+        assert proc.get("ID") and in_order(children(proc), ["processingCategory", "processingDateTime",
+                                                            "processingAgency",
                                                             "processingStepDescription", "processingStepSettings",
                                                             "processingSoftware"])
         assert DATETIME.fullmatch(proc.findtext(f"{{{ALTO_NS}}}processingDateTime"))
@@ -160,9 +161,11 @@ def test_alto_and_page_follow_the_schemas():
     alto = check_alto(to_alto(layout))
     page = check_page(to_page(layout))
     assert alto.find(f".//{{{ALTO_NS}}}fileName").text == "scans/page 1.png"
-    assert len(list(alto.iter(f"{{{ALTO_NS}}}TextBlock"))) == 2 and len(list(page.iter(f"{{{PAGE_NS}}}TextRegion"))) == 2
+    assert (len(list(alto.iter(f"{{{ALTO_NS}}}TextBlock"))) == 2
+            and len(list(page.iter(f"{{{PAGE_NS}}}TextRegion"))) == 2)
     # a line without text keeps one empty String (ALTO wants one); every word is a String
-    strings = [[s.get("CONTENT") for s in tl.iter(f"{{{ALTO_NS}}}String")] for tl in alto.iter(f"{{{ALTO_NS}}}TextLine")]
+    strings = [[s.get("CONTENT") for s in tl.iter(f"{{{ALTO_NS}}}String")]
+               for tl in alto.iter(f"{{{ALTO_NS}}}TextLine")]
     assert strings == [['Le', '"3"', 'mars', '&', '1916'], ["fait", "en", "double"], [""], ["à", "Paris"]]
 
 
@@ -172,7 +175,8 @@ def test_what_htr_writes_htr_reads_back(tmp_path):
         path = tmp_path / f"{fmt}.xml"
         path.write_text(render(layout, fmt), encoding="utf-8")
         back = xml_lines.parse_layout(path)
-        assert (back.format, back.version, back.image, back.width, back.height) == (fmt, version, layout.image, 400, 300)
+        assert ((back.format, back.version, back.image, back.width, back.height)
+                == (fmt, version, layout.image, 400, 300))
         assert [ln.text for ln in back.lines] == [ln.text for ln in layout.lines]
         assert [ln.bbox for ln in back.lines] == [ln.bbox for ln in layout.lines]
         assert [ln.baseline for ln in back.lines] == [ln.baseline for ln in layout.lines]
@@ -215,7 +219,8 @@ def test_find_lines_is_the_apps_segmentation():
 # ---- the Python API ---------------------------------------------------------------------------------
 def test_transcribe_page(model):
     page = model.transcribe_page(PARAGRAPH)
-    assert isinstance(page, PageLayout) and len(page.lines) == 3 and (page.width, page.height) == Image.open(PARAGRAPH).size
+    assert (isinstance(page, PageLayout) and len(page.lines) == 3
+            and (page.width, page.height) == Image.open(PARAGRAPH).size)
     direct = model.transcribe([Image.open(PARAGRAPH).convert("L").crop(ln.box) for ln in page.lines])
     assert [ln.text for ln in page.lines] == [" ".join(tr.text.split()) for tr in direct]
     assert [ln.confidence for ln in page.lines] == pytest.approx([tr.confidence for tr in direct])
@@ -240,7 +245,8 @@ def test_cli_writes_xml_that_the_reader_reads_back(tmp_path, capsys, model, mode
     back = xml_lines.parse_layout(written)
     assert [ln.text for ln in back.lines] == [ln["text"] for ln in expected["lines"]]
     assert [list(ln.bbox) for ln in back.lines] == [ln["box"] for ln in expected["lines"]]
-    assert [ln.confidence for ln in back.lines] == pytest.approx([ln["confidence"] for ln in expected["lines"]], abs=1e-4)
+    assert [ln.confidence for ln in back.lines] == pytest.approx([ln["confidence"] for ln in expected["lines"]],
+                                                                 abs=1e-4)
     assert xml_lines.find_image(back, written).resolve() == PARAGRAPH.resolve()  # named relative to the XML
     samples, counts = xml_lines.read_xml_lines(written)  # as training data: the same texts, cut from the page
     assert [s.text for s in samples] == [ln["text"] for ln in expected["lines"] if ln["text"]]

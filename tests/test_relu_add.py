@@ -618,7 +618,8 @@ _MUL_FUNCTIONS = {operator.mul, operator.imul, operator.matmul, operator.imatmul
 _MUL_METHODS = {"mul", "mul_", "matmul", "mm", "bmm", "addmm", "addmm_", "mv", "dot", "outer", "prod", "__mul__",
                 "__matmul__"}
 _FORBIDDEN = {"sigmoid", "tanh", "exp", "exp2", "expm1", "softmax", "log", "log_softmax", "div", "truediv",
-              "true_divide", "floordiv", "pow", "sqrt", "rsqrt", "reciprocal", "softplus", "gelu", "silu", "hardsigmoid"}
+              "true_divide", "floordiv", "pow", "sqrt", "rsqrt", "reciprocal", "softplus", "gelu", "silu",
+              "hardsigmoid"}
 
 
 def _target_name(node) -> str:

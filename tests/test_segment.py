@@ -31,7 +31,8 @@ def paragraph(lines: list[np.ndarray], gap: int, margin: int = 20) -> tuple[np.n
     page = np.full((h, w), 240, np.uint8)
     spans, y = [], margin
     for x in lines:
-        page[y:y + x.shape[0], margin:margin + x.shape[1]] = np.minimum(page[y:y + x.shape[0], margin:margin + x.shape[1]], x)
+        page[y:y + x.shape[0], margin:margin + x.shape[1]] = np.minimum(
+            page[y:y + x.shape[0], margin:margin + x.shape[1]], x)
         spans.append((y, y + x.shape[0]))
         y += x.shape[0] + gap
     return page, spans

@@ -154,7 +154,8 @@ def test_the_htr_command_itself(tmp_path, model):
     proc = subprocess.run([sys.executable, "-m", "htr.cli", "transcribe", str(LINE), str(LINE), str(zero),
                            "--model", MODEL], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr[-2000:]
-    assert len(proc.stdout.splitlines()) == 2 and all(line.startswith(f"{MODEL}\t") for line in proc.stdout.splitlines())
+    assert (len(proc.stdout.splitlines()) == 2
+            and all(line.startswith(f"{MODEL}\t") for line in proc.stdout.splitlines()))
     assert error_lines(proc.stderr) == [f"htr: error: {zero}: empty file (0 bytes); expected an image"]
     assert "Traceback" not in proc.stderr
 

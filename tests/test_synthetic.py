@@ -6,12 +6,19 @@ import string
 import numpy as np
 import pytest
 import torch
-
 from PIL import Image
 
-from htr.data.synthetic import (SYSTEM_HANDWRITING_FONTS, Renderer, SyntheticConfig, SyntheticLineDataset,
-                                TextSampler, discover_fonts, font_coverage, shear_and_rotate,
-                                system_handwriting_fonts)
+from htr.data.synthetic import (
+    SYSTEM_HANDWRITING_FONTS,
+    Renderer,
+    SyntheticConfig,
+    SyntheticLineDataset,
+    TextSampler,
+    discover_fonts,
+    font_coverage,
+    shear_and_rotate,
+    system_handwriting_fonts,
+)
 from htr.errors import DatasetError
 from htr.text.codec import DEFAULT_CHARSET, Codec
 
@@ -55,7 +62,8 @@ def test_system_fonts_are_one_family_per_debian_package_and_missing_ones_are_nam
 
 def test_same_seed_and_index_give_the_same_pixels(fonts):
     cfg = SyntheticConfig(seed=7, train_size=50)
-    a, b = SyntheticLineDataset("train", CODEC, cfg, fonts=fonts), SyntheticLineDataset("train", CODEC, cfg, fonts=fonts)
+    a, b = (SyntheticLineDataset("train", CODEC, cfg, fonts=fonts),
+            SyntheticLineDataset("train", CODEC, cfg, fonts=fonts))
     b = pickle.loads(pickle.dumps(b))  # as a data-loader worker receives it
     for i in (0, 3, 49, 3):  # order of access does not matter
         ia, ta, _ = a.render(i)

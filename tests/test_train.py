@@ -232,7 +232,8 @@ def test_resume_continues_from_saved_step(run, tmp_path):
 def folder(tmp_path_factory):
     """A TSV folder (val.tsv + PNGs) of 3 rendered lines."""
     root = tmp_path_factory.mktemp("lines")
-    ds = SyntheticLineDataset("val", Codec(HTRModule().codec.charset), SyntheticConfig(seed=5, val_size=3, max_chars=20))
+    ds = SyntheticLineDataset("val", Codec(HTRModule().codec.charset),
+                              SyntheticConfig(seed=5, val_size=3, max_chars=20))
     rows = []
     for i in range(3):
         image, text, _ = ds.load(i)
@@ -271,7 +272,8 @@ def test_evaluate(run, folder, capsys, hand_rates):
         # the CLI's rates are those of the checkpoint's own transcription of the same lines, counted by hand
         hyps = [t.text for t in load_model(ckpt).transcribe(paths)]
         assert [r["cer"], r["wer"]] == pytest.approx(hand_rates(refs, hyps))
-        assert r["cer_nocase"] == pytest.approx(hand_rates([x.casefold() for x in refs], [x.casefold() for x in hyps])[0])
+        assert r["cer_nocase"] == pytest.approx(hand_rates([x.casefold() for x in refs],
+                                                           [x.casefold() for x in hyps])[0])
     main(["evaluate", "--ckpt", str(last), "--data", str(folder), "--decoders", "greedy", "beam", "--json"])
     rows = json.loads(capsys.readouterr().out)
     assert [(r["model"], r["decoder"]) for r in rows] == [("last", "greedy"), ("last", "beam")]
@@ -494,7 +496,8 @@ def test_trainer_presets_merge_over_a_dataset_config(capsys, preset, trainer, wo
     assert data["init_args"]["num_workers"] == workers and data["init_args"]["root"] == "../shared/realdata/poilus"
 
 
-@pytest.mark.parametrize("dataset, class_path", [("iam", "htr.data.IAMDataModule"), ("rimes", "htr.data.RIMESDataModule")])
+@pytest.mark.parametrize("dataset, class_path",
+                         [("iam", "htr.data.IAMDataModule"), ("rimes", "htr.data.RIMESDataModule")])
 def test_iam_rimes_configs_mirror_poilus(dataset, class_path):
     def load(name):
         return yaml.safe_load((ROOT / "configs" / name).read_text())

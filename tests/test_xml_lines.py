@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PAPER, INK = 230, 20
 TEXTS = ["Paris, le 3 mars 1916", "Je lègue tous mes biens", "à ma femme et à mes enfants", "fait en double"]
 ALTO = {v: f"http://www.loc.gov/standards/alto/ns-v{v}#" for v in (2, 3, 4)}
-PAGE = {v: f"http://schema.primaresearch.org/PAGE/gts/pagecontent/{v}" for v in ("2010-03-19", "2013-07-15", "2019-07-15")}
+PAGE = {v: f"http://schema.primaresearch.org/PAGE/gts/pagecontent/{v}"
+        for v in ("2010-03-19", "2013-07-15", "2019-07-15")}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread is faster
@@ -92,7 +93,8 @@ def alto_xml(version: int, image: str, lines, unit: str = "pixel", scale: float 
             if block is not None:
                 out.append("</TextBlock>")
             boxes = [ln[2] for ln in lines if ln[5] == block_id]
-            union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+            union = (min(b[0] for b in boxes), min(b[1] for b in boxes),
+                     max(b[2] for b in boxes), max(b[3] for b in boxes))
             out.append(f'<TextBlock ID="{block_id}" {pos(union)}>')  # ALTO 2 requires a block's box
             block = block_id
         x0, y0, x1, y1 = (v * scale for v in box)
@@ -102,7 +104,8 @@ def alto_xml(version: int, image: str, lines, unit: str = "pixel", scale: float 
                       else f' BASELINE="{baseline[0][1] * scale:g}"')
         out.append(f"<TextLine {attrs}>")
         if polygon is not None and version == 4:
-            out.append(f'<Shape><Polygon POINTS="{" ".join(f"{x * scale:g} {y * scale:g}" for x, y in polygon)}"/></Shape>')
+            out.append('<Shape><Polygon POINTS="'
+                       f'{" ".join(f"{x * scale:g} {y * scale:g}" for x, y in polygon)}"/></Shape>')
         words = text.split() or [""]
         out.append("<SP/>".join(f'<String CONTENT="{w}" WC="0.9"/>' for w in words))
         out.append("</TextLine>")
@@ -156,7 +159,8 @@ def alto_lines(page: Page):
 
 
 def page_regions(page: Page):
-    lines = [(f"l{k}", text, [(b[0], b[1]), (b[2] - 1, b[1]), (b[2] - 1, b[3] - 1), (b[0], b[3] - 1)], baseline_of(b), "")
+    lines = [(f"l{k}", text, [(b[0], b[1]), (b[2] - 1, b[1]), (b[2] - 1, b[3] - 1), (b[0], b[3] - 1)],
+              baseline_of(b), "")
              for k, (text, b) in enumerate(page.lines)]
     return [("r0", lines[:2]), ("r1", lines[2:])]
 
@@ -371,7 +375,8 @@ def write_collection(root: Path, rendered, fmt: str, docs: int = 4, folders: boo
         page.save(folder / f"page{d}.png")
         xml = folder / f"page{d}.xml"
         if fmt == "alto":
-            xml.write_text(alto_xml((2, 3, 4)[d % 3], f"page{d}.png", alto_lines(page), page_size=page.array.shape[::-1]))
+            xml.write_text(alto_xml((2, 3, 4)[d % 3], f"page{d}.png", alto_lines(page),
+                                    page_size=page.array.shape[::-1]))
         else:
             xml.write_text(page_xml(("2013-07-15", "2019-07-15")[d % 2], f"page{d}.png", page.array.shape[::-1],
                                     page_regions(page)))

@@ -28,8 +28,8 @@ from htr.data.mixing import MixSampler, WeightedMix
 from htr.data.resumable import ResumableLoader, SeededItems, SeededSampler, train_worker_init_fn
 from htr.data.rimes import read_rimes_xml, split_pages
 from htr.data.synthetic import SyntheticConfig, SyntheticLineDataset
-from htr.tables import format_table
 from htr.errors import DatasetError
+from htr.tables import format_table
 from htr.text.codec import DEFAULT_CHARSET, Codec, UnknownRule, format_counts, normalize_text
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,8 @@ class LineDataModule(pl.LightningDataModule):
         if self._charset is None:
             samples = self.read_split("train") or []
             counts = Counter(ch for s in samples for ch in normalize_text(s.text) if ch not in self.base_charset)
-            self._charset = self.base_charset + "".join(ch for ch, _ in sorted(counts.items(), key=lambda c: (-c[1], c[0])))
+            self._charset = self.base_charset + "".join(
+                ch for ch, _ in sorted(counts.items(), key=lambda c: (-c[1], c[0])))
             if counts:
                 log.info("%s: charset extended by %d characters: %s", self.describe("train"), len(counts),
                          format_counts(counts))
@@ -147,7 +148,8 @@ class LineDataModule(pl.LightningDataModule):
         if self.synthetic_ratio > 0:
             draws = max(1, round(self.synthetic_ratio * real))
             pool = max(draws, SYNTHETIC_POOL)
-            synth = SyntheticLineDataset("train", self.codec, SyntheticConfig(seed=self.synthetic_seed, train_size=pool),
+            synth = SyntheticLineDataset("train", self.codec,
+                                         SyntheticConfig(seed=self.synthetic_seed, train_size=pool),
                                          self.preprocess_config, self._augmenter())
             parts, weights, names = [*parts, synth], [*weights, draws / pool], [*names, "synthetic"]
             log.info("training mix: %d real + %d synthetic lines per epoch", real, draws)
@@ -448,7 +450,8 @@ class XMLDataModule(LineDataModule):
         files = xml_lines.find_xml_files(self.sources["train"])  # type: ignore[arg-type]
         if self.sources["val"] is not None:  # validation given: all of train is training
             return files
-        train, val = xml_lines.split_documents([self._group(x, b) for x, b in files], self.val_fraction, self.split_seed)
+        train, val = xml_lines.split_documents([self._group(x, b) for x, b in files], self.val_fraction,
+                                               self.split_seed)
         keep = set(train if split == "train" else val)
         chosen = [(x, b) for x, b in files if self._group(x, b) in keep]
         return chosen if chosen or split == "train" else None
@@ -474,7 +477,8 @@ class XMLDataModule(LineDataModule):
                 self._pages[xml] = ([], Counter(pages=1, missing_image=1, lines=len(layout.lines)))
                 return self._pages[xml]
             try:
-                samples, counts = xml_lines.extract_lines(layout, image, xml_lines.document_key(xml, base), self.padding)
+                samples, counts = xml_lines.extract_lines(layout, image, xml_lines.document_key(xml, base),
+                                                          self.padding)
             except ImageError as e:
                 if self.bad_images == "error":
                     raise
@@ -495,8 +499,10 @@ class XMLDataModule(LineDataModule):
             samples += got
             total.update(counts)
         self.xml_stats[split] = dict(total)
-        left = {k: total[k] for k in ("no_text", "no_geometry", "off_page", "missing_image", "bad_page_image") if total[k]}
-        log.info("%s: %d pages, %d lines, %d kept%s", self.describe(split), total["pages"], total["lines"], len(samples),
+        left = {k: total[k] for k in ("no_text", "no_geometry", "off_page", "missing_image", "bad_page_image")
+                if total[k]}
+        log.info("%s: %d pages, %d lines, %d kept%s", self.describe(split), total["pages"], total["lines"],
+                 len(samples),
                  "; left out: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in left.items()) if left else "")
         return samples
 

@@ -70,7 +70,8 @@ class FolderSource:
         try:
             self._drop = re.compile(self.drop_lines) if self.drop_lines else None
         except re.error as e:
-            raise DatasetError(f"{self.root}: drop_lines={self.drop_lines!r} is not a regular expression ({e})") from None
+            raise DatasetError(f"{self.root}: drop_lines={self.drop_lines!r} "
+                               f"is not a regular expression ({e})") from None
 
     @property
     def label(self) -> str:

@@ -23,7 +23,8 @@ class WeightedMix(Dataset):
 
     def __init__(self, parts: Sequence[Dataset], weights: Sequence[float], names: Sequence[str] | None = None) -> None:
         if len(parts) != len(weights) or not parts:
-            raise DatasetError(f"WeightedMix needs one weight per part, got {len(parts)} parts and {len(weights)} weights")
+            raise DatasetError("WeightedMix needs one weight per part, "
+                               f"got {len(parts)} parts and {len(weights)} weights")
         if any(w < 0 for w in weights) or not any(w > 0 for w in weights):
             raise DatasetError(f"weights {list(weights)}: expected >= 0 and at least one > 0")
         self.parts = list(parts)

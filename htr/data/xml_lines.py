@@ -95,7 +95,8 @@ def parse_points(text: str | None, path: Path, what: str) -> list[Point]:
     try:
         values = [float(v) for v in text.replace(",", " ").split()]
     except ValueError:
-        raise DatasetError(f"{path}: {what}: points {text[:60]!r} are not numbers; expected 'x1,y1 x2,y2 ...'") from None
+        raise DatasetError(f"{path}: {what}: points {text[:60]!r} are not numbers; "
+                           "expected 'x1,y1 x2,y2 ...'") from None
     if len(values) % 2:
         raise DatasetError(f"{path}: {what}: {len(values)} coordinates in {text[:60]!r}; expected x,y pairs")
     return list(zip(values[::2], values[1::2]))

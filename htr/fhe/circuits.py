@@ -3,7 +3,8 @@
 The circuit of a cell is its clear integer model (htr.fhe.quantize) traced by concrete-python: the
 input sequence x (T, I) is encrypted, the weights are clear constants, h_0 = 0, and the output is the
 final state h_T (H,) (plus, optionally, a clear-weight linear head). `FheOps` maps the two primitives:
-`round` -> fhe.truncate_bit_pattern of v + 2^(k-1) (exact round half up), `lut` -> fhe.univariate (one programmable bootstrap
+`round` -> fhe.truncate_bit_pattern of v + 2^(k-1) (exact round half up),
+`lut` -> fhe.univariate (one programmable bootstrap
 per element). An encrypted x encrypted product (GRU only) is numpy's `*` on two tracers, which Concrete
 lowers to table lookups of (x + y)^2 / 4 and (x - y)^2 / 4.
 

@@ -316,7 +316,6 @@ class IntGRUCell:
         return np.clip(_rint(Q * np.tanh(a * self.unit_t)), -Q, Q)
 
     def step(self, ops, x_t, h, rec: _Recorder | None = None, h_mm=None):
-        Q = self.spec.q
         hm = h if h_mm is None else h_mm
         acc_r = self.wr @ x_t + self.ur @ hm + self.br
         acc_z = self.wz @ x_t + self.uz @ hm + self.bz

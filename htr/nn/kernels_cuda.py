@@ -25,7 +25,8 @@ def _step(h_prev, s, a):
     n = _clip(a)
     p = tl.maximum(s, 0.0)
     q = tl.maximum(-s, 0.0)
-    z = (tl.maximum(h_prev - p, 0.0) - tl.maximum(-h_prev - p, 0.0)) + (tl.maximum(n - q, 0.0) - tl.maximum(-n - q, 0.0))
+    z = ((tl.maximum(h_prev - p, 0.0) - tl.maximum(-h_prev - p, 0.0))
+         + (tl.maximum(n - q, 0.0) - tl.maximum(-n - q, 0.0)))
     return n, p, q, z
 
 
@@ -51,8 +52,10 @@ def _forward_step_kernel(t, hu_ptr, xp_ptr, len_ptr, h_prev_ptr, h_new_ptr, out_
                          REVERSE: tl.constexpr, BLOCK: tl.constexpr):
     idx, b, j, inside, live, tb = _lanes(t, len_ptr, B, H, REVERSE, BLOCK)
     h_prev = tl.load(h_prev_ptr + idx, mask=inside, other=0.0)
-    s = tl.load(hu_ptr + b * 2 * H + j, mask=live, other=0.0) + tl.load(xp_ptr + (tb * B + b) * 2 * H + j, mask=live, other=0.0)
-    a = tl.load(hu_ptr + b * 2 * H + H + j, mask=live, other=0.0) + tl.load(xp_ptr + (tb * B + b) * 2 * H + H + j, mask=live, other=0.0)
+    s = (tl.load(hu_ptr + b * 2 * H + j, mask=live, other=0.0)
+         + tl.load(xp_ptr + (tb * B + b) * 2 * H + j, mask=live, other=0.0))
+    a = (tl.load(hu_ptr + b * 2 * H + H + j, mask=live, other=0.0)
+         + tl.load(xp_ptr + (tb * B + b) * 2 * H + H + j, mask=live, other=0.0))
     tl.store(gates_ptr + (t * B + b) * 2 * H + j, s, mask=live)
     tl.store(gates_ptr + (t * B + b) * 2 * H + H + j, a, mask=live)
     n, p, q, z = _step(h_prev, s, a)
