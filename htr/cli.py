@@ -188,15 +188,21 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     rows, reports = [], []
     decoders = args.decoders or [args.decoder]
+    groups = None  # CER per writer or document when the data folder says who wrote each line
+    if args.report or args.report_out:
+        groups_file = next((Path(args.data) / f for f in ("writers.tsv", "documents.tsv")
+                            if (Path(args.data) / f).is_file()), None)
+        groups = read_groups(groups_file) if groups_file else None
+    data: dict[int, object] = {}  # one data module per line height: models of one height share its lines
     for model in _models(args):
-        dm = build_datamodule(args.data, model.net.config.height, args.batch_size)
+        height = model.net.config.height
+        if height not in data:
+            data[height] = build_datamodule(args.data, height, args.batch_size)
+        dm = data[height]
         for decoder in decoders:
             lines = transcribe_split(model, dm, args.split, decoder, args.beam_width)
             rows.append(evaluate_model(model, dm, args.split, decoder, args.beam_width, lines))
             if args.report or args.report_out:
-                groups_file = next((Path(args.data) / f for f in ("writers.tsv", "documents.tsv")
-                                    if (Path(args.data) / f).is_file()), None)
-                groups = read_groups(groups_file) if groups_file else None
                 reports.append({"model": model.name, "decoder": decoder,
                                 **error_report(lines.refs, lines.hyps, lines.ids, groups)})
     if args.json:

@@ -129,12 +129,18 @@ class LineDataModule(pl.LightningDataModule):
         return self.with_synthetic([ds], [1.0], [self.describe(split)]) if split == "train" else ds
 
     def checked_dataset(self, samples: list[LineSample], split: Split, source: str) -> LineDataset:
-        """The usable samples of one source as a LineDataset (augmented for training); its counts go to
-        ``self.stats[split]`` (``self.stats[split]["sources"][source]`` when a split has several)."""
+        """The usable samples of one source as a LineDataset (augmented for training). Its counts are
+        ``self.stats[split]["sources"][source]``; ``self.stats[split]`` sums them over the split's sources."""
         kept, stats = prepare_samples(samples, self.codec, self.unknown, self.bad_images, source, self.check_images)
-        self.stats.setdefault(split, {}).setdefault("sources", {})[source] = stats
-        if len(self.stats[split]["sources"]) == 1:
-            self.stats[split].update(stats)
+        totals = self.stats.setdefault(split, {"sources": {}})
+        totals["sources"][source] = stats
+        for key, value in stats.items():  # the split's counts: the sum over its sources
+            if isinstance(value, int):
+                totals[key] = totals.get(key, 0) + value
+            elif isinstance(value, dict):  # unknown characters with their counts, bad images with reasons
+                merged = totals.setdefault(key, {})
+                for k, v in value.items():
+                    merged[k] = merged.get(k, 0) + v if isinstance(v, int) else v
         if not kept:
             raise DatasetError(f"{source}: no usable lines out of {len(samples)} "
                                f"(see the warnings above: {stats['bad_images'] and 'bad images' or 'labels'})")
@@ -289,6 +295,17 @@ class FolderMixDataModule(LineDataModule):
             raise DatasetError("FolderMixDataModule: no sources; expected a list of {root: <folder>, weight: ...}")
         self.test_split = test_split
         self.rule_dropped: dict[str, int] = {}
+        self._read: dict[tuple[str, str], tuple[list[LineSample], int]] = {}
+
+    def _read_source(self, source: FolderSource, split: str) -> tuple[list[LineSample], int]:
+        """``source.read(split)``, once per module (the charset and the training mix both need it)."""
+        key = (source.root, split)
+        if key not in self._read:
+            self._read[key] = source.read(split)
+        return self._read[key]
+
+    def _train_sources(self) -> list[FolderSource]:
+        return [s for s in self.sources if s.train_split and s.weight > 0]
 
     def _source_for(self, split: Split) -> tuple[FolderSource, str] | None:
         for source in self.sources:
@@ -308,28 +325,27 @@ class FolderMixDataModule(LineDataModule):
 
     def read_split(self, split: Split) -> list[LineSample] | None:
         if split == "train":
-            return [s for source in self.sources if source.train_split for s in source.read(source.train_split)[0]]
+            return [s for source in self._train_sources() for s in self._read_source(source, source.train_split)[0]]
         found = self._source_for(split)
-        return found[0].read(found[1])[0] if found else None
+        return self._read_source(*found)[0] if found else None
 
     def make_dataset(self, split: Split) -> Dataset | None:
         if split != "train":
             return super().make_dataset(split)
-        parts, weights, names, rows = [], [], [], []
-        for source in self.sources:
-            if not source.train_split or source.weight == 0:
-                continue
-            samples, dropped = source.read(source.train_split)
+        sources = self._train_sources()
+        parts, rows = [], []
+        for source in sources:
+            samples, dropped = self._read_source(source, source.train_split)  # type: ignore[arg-type]
             ds = self.checked_dataset(samples, "train", source.label)
             chars = Counter(ch for s in ds.samples for ch in s.text)
-            parts.append(ds), weights.append(source.weight), names.append(source.label)
+            parts.append(ds)
             rows.append((source.label, len(samples) + dropped, dropped, len(ds), sum(chars.values()), len(chars),
                          source.weight, round(source.weight * len(ds))))
             log.info("%s characters: %s", source.label, format_counts(chars))
         self.rule_dropped = {r[0]: r[2] for r in rows}
         log.info("training sets:\n%s", format_table(
             ["set", "lines", "dropped by rules", "kept", "characters", "distinct", "weight", "draws/epoch"], rows))
-        return self.with_synthetic(parts, weights, names)
+        return self.with_synthetic(parts, [s.weight for s in sources], [s.label for s in sources])
 
 
 class IAMDataModule(LineDataModule):
