@@ -6,7 +6,6 @@ STAMP   := $(VENV)/.installed
 HOST    ?= 127.0.0.1
 PORT    ?= 7860
 export NO_ALBUMENTATIONS_UPDATE := 1
-export GRADIO_ANALYTICS_ENABLED := False
 
 .PHONY: app test test-slow lint venv system-packages clean
 

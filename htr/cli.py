@@ -1,7 +1,7 @@
 """The `htr` command.
 
-    htr fit|validate|test|predict --config configs/<dataset>/<cell>.yaml   (LightningCLI; any option
-                                                                          can be overridden)
+    htr fit|validate|test|predict --config configs/<dataset>.yaml [--model.recognizer.cell gru|lstm]
+                                  (LightningCLI; any option can be overridden)
     htr evaluate --ckpt A.ckpt [--ckpt B.ckpt ...] --data <config.yaml | TSV folder> [--json]
     htr transcribe IMAGE... (--model relu_add | --ckpt X) [--segment] [--format text|json|alto|page] [--out DIR]
                    [--on-error skip|stop]                     (a bad file: one error line, exit status 1)
@@ -167,14 +167,9 @@ def _plan_loggers(config, subcommand: str, Namespace) -> None:
 
 # ---- evaluate / transcribe / export ---------------------------------------------------------------
 def _models(args: argparse.Namespace) -> list:
-    from htr.inference import load_model, shipped_models
+    from htr.inference import load_models
 
-    names = list(args.model or []) + list(args.ckpt or [])
-    if not names:
-        names = list(shipped_models())
-        if not names:
-            raise SystemExit("no --model/--ckpt given and no shipped models found")
-    models = [load_model(n) for n in names]
+    models = list(load_models([*(args.model or []), *(args.ckpt or [])]).values())
     for model in models:  # beam+lm scoring overrides for this command; the model file keeps its own
         for key in ("lm_weight", "insertion_bonus"):
             if getattr(args, key, None) is not None:
@@ -400,14 +395,10 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=module.main)
 
 
-def _import_app(module: str):
-    """Import the app (app/ lives next to htr/ in the repository, outside the installed package)."""
-    import importlib
+def _serve_app(args: argparse.Namespace) -> None:
+    from app.ui import main  # gradio: imported when the command runs
 
-    root = str(Path(__file__).resolve().parent.parent)
-    if (Path(root) / "app" / "ui.py").exists() and root not in sys.path:
-        sys.path.insert(0, root)
-    return importlib.import_module(module)
+    main(args)
 
 
 def _app_parser(sub: argparse._SubParsersAction) -> None:
@@ -418,7 +409,7 @@ def _app_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     p.add_argument("--repeats", type=int, default=3, help="runs of the model part per request (median reported)")
-    p.set_defaults(func=lambda a: _import_app("app.ui").main(a))
+    p.set_defaults(func=_serve_app)
 
 
 def build_parser() -> argparse.ArgumentParser:

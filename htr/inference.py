@@ -268,6 +268,26 @@ def load_model(name_or_path: str | Path) -> Transcriber:
     return Transcriber.from_checkpoint(path)
 
 
+def load_models(sources: Sequence[str | Path] | None = None) -> dict[str, Transcriber]:
+    """Shipped model names or model files -> {unique name: Transcriber}, in the order given; with no
+    sources, every shipped recogniser (relu_add first, then the baselines). A second model of the same
+    name is called ``<name>-2``, ``<name>-3``... Raises CheckpointError when there is nothing to load."""
+    sources = list(sources or [])
+    if not sources:
+        sources = sorted(shipped_models(), key=lambda n: (n != "relu_add", n))
+        if not sources:
+            raise CheckpointError(f"no model given and no shipped models in {MODELS_DIR}")
+    models: dict[str, Transcriber] = {}
+    for source in sources:
+        model = load_model(source)
+        base = model.name or model.cell
+        name, k = base, 2
+        while name in models:
+            name, k = f"{base}-{k}", k + 1
+        models[name] = model
+    return models
+
+
 def iter_images(patterns: Iterable[str], missing: list[str] | None = None) -> list[Path]:
     """Expand files, folders (their image files: every format Pillow reads, as the app does, see
     htr.data.images.image_extensions) and globs into image paths.

@@ -59,10 +59,14 @@ def hand_rates():
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """Tiny tensors: one intra-op thread is as fast, and far faster than two on contended cores."""
+    """Tiny tensors: one torch and BLAS thread is as fast, and far faster than two on contended cores.
+    Restored afterwards, also after a benchmark's own fix_threads."""
+    from threadpoolctl import threadpool_limits
+
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
+    with threadpool_limits(1):
+        torch.set_num_threads(1)
+        yield
     torch.set_num_threads(threads)
 
 
@@ -97,12 +101,11 @@ def learn_by_heart():
 @pytest.fixture(scope="session")
 def app_models():
     """The shipped models, loaded once for every app test."""
-    from app import ui
-    from htr.inference import shipped_models
+    from htr.inference import load_models, shipped_models
 
     if not shipped_models():
         pytest.skip("no shipped models in htr/models")
-    return ui.load_models()
+    return load_models()
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ the app keeps serving."""
 from __future__ import annotations
 
 import io
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -13,10 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-from app import ui  # noqa: E402
-from htr.inference import shipped_models  # noqa: E402
+from app import ui
+from htr.compare import STAGES
+from htr.inference import load_models, shipped_models
 
 EXAMPLE = ui.EXAMPLES_DIR / "poilus_1.png"
 PARAGRAPH = ui.EXAMPLES_DIR / "poilus_paragraph.png"
@@ -49,7 +47,7 @@ def check_equals_direct(report, models, path):
         assert r["confidence"] == pytest.approx(want.confidence, abs=1e-5)
         assert set(r["ms"]) == {"preprocess", "encoder", "decoder", "ctc", "total"}
         assert all(v > 0 for v in r["ms"].values())
-        assert r["ms"]["total"] == pytest.approx(sum(r["ms"][s] for s in ui.STAGES))
+        assert r["ms"]["total"] == pytest.approx(sum(r["ms"][s] for s in STAGES))
 
 
 # ---- normal requests ------------------------------------------------------------------------------
@@ -69,7 +67,7 @@ def test_line_matches_direct_transcription(client, models):
             a, b = by_name[s["relu_add"]], by_name[s["other"]]
             assert s["decoder"] == pytest.approx(b["decoder"] / a["decoder"])
             assert s["total"] == pytest.approx(b["total"] / a["total"])
-            assert s["model"] == pytest.approx(sum(b[k] for k in ui.STAGES[1:]) / sum(a[k] for k in ui.STAGES[1:]))
+            assert s["model"] == pytest.approx(sum(b[k] for k in STAGES[1:]) / sum(a[k] for k in STAGES[1:]))
 
 
 def test_paragraph_is_split_into_lines(client, models):
@@ -235,10 +233,10 @@ def test_messages_for_ui_sources():
 
 
 def test_models_from_the_command_line_get_unique_names():
-    path = str(Path(ui.__file__).resolve().parents[1] / "htr" / "models" / "gru.safetensors")
-    if not Path(path).exists():
+    if "gru" not in shipped_models():
         pytest.skip("no shipped gru model")
-    models = ui.load_models(["gru"], [path, path])
+    path = str(shipped_models()["gru"])
+    models = load_models(["gru", path, path])
     assert list(models) == ["gru", "gru-2", "gru-3"] and all(m.cell == "gru" for m in models.values())
 
 

@@ -9,14 +9,11 @@ one the test is skipped, with the install line; under CI=true it fails instead.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
 
 import pytest
-
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 # what .ci/run looks for (`command -v chromium`), then the other names distributions use
 _FOUND = next((p for p in map(shutil.which, ("chromium", "chromium-browser")) if p), None)

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_avai
 def test_fit_ddp_two_cpu_processes(tmp_path):
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     env.pop("MASTER_PORT", None)  # Lightning picks a free port
-    cmd = [sys.executable, "-m", "htr.cli", "fit", "--config", "configs/synthetic/relu_add.yaml",
+    cmd = [sys.executable, "-m", "htr.cli", "fit", "--config", "configs/synthetic.yaml",
            "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
            "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.log_every_n_steps", "1",
            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",

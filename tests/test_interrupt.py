@@ -54,7 +54,7 @@ SMALL_MODEL = ["--model.recognizer.hidden_size", "16", "--model.recognizer.featu
 RUN = ["--trainer.max_steps", "10", "--trainer.val_check_interval", "4", "--trainer.max_time", "null",
        "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
        "--trainer.enable_model_summary", "false", "--trainer.num_sanity_val_steps", "1"]
-SYNTHETIC = ["--config", "configs/synthetic/relu_add.yaml", "--data.init_args.train_size", "16",
+SYNTHETIC = ["--config", "configs/synthetic.yaml", "--data.init_args.train_size", "16",
              "--data.init_args.val_size", "4", "--data.init_args.batch_size", "4",
              "--data.init_args.num_workers", "0", "--data.init_args.bucket_batches", "2", *SMALL_MODEL]
 
@@ -164,7 +164,7 @@ def lines(tmp_path_factory) -> Path:
 
 def folder_data(root: Path) -> list[str]:
     # 8 real + 4 synthetic lines an epoch (the mix sampler), augmented, loaded by 2 workers
-    return ["--config", "configs/poilus/relu_add.yaml", "--data.init_args.root", str(root),
+    return ["--config", "configs/poilus.yaml", "--data.init_args.root", str(root),
             "--data.init_args.synthetic_ratio", "0.5", "--data.init_args.batch_size", "4",
             "--data.init_args.num_workers", "2", *SMALL_MODEL]
 

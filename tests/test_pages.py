@@ -212,8 +212,8 @@ def test_find_lines_is_the_apps_segmentation():
         find_lines(Image.new("L", (50, 20), 255))
     with pytest.raises(ValueError, match="layout 'page'"):
         find_lines(PARAGRAPH, "page")
-    ui = (ROOT / "app" / "ui.py").read_text()
-    assert "find_lines(" in ui and "segment_lines(" not in ui  # the app calls the library, not its own copy
+    served = (ROOT / "htr" / "compare.py").read_text()
+    assert "find_lines(" in served and "segment_lines(" not in served  # the app's requests use the same code
 
 
 # ---- the Python API ---------------------------------------------------------------------------------

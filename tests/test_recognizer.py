@@ -136,3 +136,17 @@ def test_recognizer_runs_torch_layers_unpacked_on_cpu(cell, monkeypatch):
     log_probs.sum().backward()
     with pytest.raises(AssertionError, match="packed"):
         net.decoder(torch.randn(10, 3, 16), torch.tensor([10, 6, 3]))  # final states wanted
+
+
+def test_recogniser_starts_relu_add_forgetful():
+    """The recogniser's relu_add layers start at b_s = +1 (RecognizerConfig.gate_bias), every layer and
+    direction; the rest of the initialisation is the cell's."""
+    torch.manual_seed(0)
+    config = RecognizerConfig(cell="relu_add", hidden_size=16, num_layers=2, bidirectional=True)
+    assert config.gate_bias == 1.0
+    net = Recognizer(config, 10)
+    cells = list(net.decoder.cells)
+    assert len(cells) == 4
+    for cell in cells:
+        assert torch.all(cell.bias[:16] == 1.0)
+        assert torch.allclose(cell.weight_hh[:16] @ cell.weight_hh[:16].t(), 0.25 * torch.eye(16), atol=1e-5)

@@ -83,17 +83,17 @@ def _ruled_page(lines: int) -> np.ndarray:
 
 
 def test_app_refuses_pages_of_more_than_40_lines():
-    """The app (app.ui, MAX_LINES = 40) takes a line or a short paragraph: 41 lines are refused with a
-    message naming the count and the limit, 40 are split and kept."""
-    from app import ui
+    """The app's requests (htr.compare, MAX_LINES = 40) take a line or a short paragraph: 41 lines are
+    refused with a message naming the count and the limit, 40 are split and kept."""
+    from htr import compare
     from htr.errors import ImageError
     from htr.segment import find_lines
 
-    assert ui.MAX_LINES == 40
-    _, boxes, crops = ui.read_lines(Image.fromarray(_ruled_page(40)))
+    assert compare.MAX_LINES == 40
+    _, boxes, crops = compare.read_lines(Image.fromarray(_ruled_page(40)))
     assert len(boxes) == len(crops) == 40
     with pytest.raises(ImageError, match=r"41 text lines found; expected a line or a short paragraph \(at most 40"):
-        ui.read_lines(Image.fromarray(_ruled_page(41)))
+        compare.read_lines(Image.fromarray(_ruled_page(41)))
     assert len(find_lines(Image.fromarray(_ruled_page(41)), "paragraph")[1]) == 41  # the library has no limit
 
 

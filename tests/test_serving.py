@@ -14,11 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-from htr.cli import main  # noqa: E402
-from htr.errors import CheckpointError, DatasetError, HTRError, TimeLimitError  # noqa: E402
-from htr.inference import Transcriber, load_model, shipped_models  # noqa: E402
+from htr.cli import main
+from htr.errors import CheckpointError, DatasetError, HTRError, TimeLimitError
+from htr.inference import Transcriber, load_model, shipped_models
 
 ROOT = Path(__file__).resolve().parents[1]
 LINE = ROOT / "app" / "examples" / "poilus_1.png"
@@ -239,22 +237,23 @@ FAKE_MODELS = {"relu_add": None, "gru": None, "lstm": None}
 ])
 def test_api_parameters_outside_the_page_limits_are_refused(kwargs, words):
     from app import ui
+    from htr import compare
 
     request = {"decoder": "beam", "names": ["gru"], "layout": "auto", "beam_width": 10, **kwargs}
-    with pytest.raises(ui.RequestError) as info:
-        ui.check_request(FAKE_MODELS, **request)
+    with pytest.raises(compare.RequestError) as info:
+        compare.check_request(FAKE_MODELS, **request)
     assert words in str(info.value) and isinstance(info.value, HTRError)
     assert ui.user_message(info.value) == str(info.value)
 
 
 def test_api_parameters_within_the_limits():
-    from app import ui
+    from htr import compare
 
-    assert ui.check_request(FAKE_MODELS, "greedy", None, "auto", 10) == (list(FAKE_MODELS), 10)
-    assert ui.check_request(FAKE_MODELS, "beam", "gru", "line", 32.0) == (["gru"], 32)  # one name as a string
-    assert ui.check_request(FAKE_MODELS, "beam+lm", ["lstm", "relu_add"], "paragraph", np.int64(2)) == (
+    assert compare.check_request(FAKE_MODELS, "greedy", None, "auto", 10) == (list(FAKE_MODELS), 10)
+    assert compare.check_request(FAKE_MODELS, "beam", "gru", "line", 32.0) == (["gru"], 32)  # one name as a string
+    assert compare.check_request(FAKE_MODELS, "beam+lm", ["lstm", "relu_add"], "paragraph", np.int64(2)) == (
         ["relu_add", "lstm"], 2)  # the app's order
-    assert ui.MIN_BEAM == 2 and ui.MAX_BEAM == 32
+    assert compare.MIN_BEAM == 2 and compare.MAX_BEAM == 32
 
 
 def test_internal_errors_reach_clients_without_details():
@@ -269,18 +268,21 @@ def test_a_heavy_request_stops_at_the_time_limit(tmp_path, model):
     """The probe's 12000 x 100 line at the widest beam: stopped soon after its time limit with a message
     (so a request queued behind it waits at most about one time limit); a normal request then works."""
     from app import ui
+    from htr import compare
 
     models = {MODEL: model}
     wide = write_line(tmp_path / "wide.png", width=12000, height=100)
     limit = 0.2
     with pytest.raises(TimeLimitError) as info:
-        ui.transcribe(models, str(wide), "beam+lm", [MODEL], "line", ui.MAX_BEAM, repeats=3, time_limit_s=limit)
+        compare.transcribe(models, str(wide), "beam+lm", [MODEL], "line", compare.MAX_BEAM, repeats=3,
+                           time_limit_s=limit)
     assert f"time limit of {limit:g} s" in str(info.value) and "beam width 32" in str(info.value)
     assert "time limit" in ui.user_message(info.value, str(wide), "wide.png")
-    report = ui.transcribe(models, str(LINE), "greedy", MODEL, "auto", 10, repeats=1, time_limit_s=ui.TIME_LIMIT_S)
+    report = compare.transcribe(models, str(LINE), "greedy", MODEL, "auto", 10, repeats=1,
+                                time_limit_s=compare.TIME_LIMIT_S)
     [want] = model.transcribe([LINE])
     assert report["results"][0]["text"] == want.text and report["warnings"] == []
-    squeezed = ui.transcribe(models, str(wide), "greedy", [MODEL], "line", 10, repeats=1, time_limit_s=30)
+    squeezed = compare.transcribe(models, str(wide), "greedy", [MODEL], "line", 10, repeats=1, time_limit_s=30)
     assert len(squeezed["warnings"]) == 1 and "squeezed" in squeezed["warnings"][0]
 
 

@@ -25,7 +25,7 @@ from htr.text.codec import Codec
 from htr.text.metrics import cer
 from htr.train import HTRModule, ctc_feasible
 
-CONFIG = "configs/synthetic/{}.yaml"
+CONFIG = "configs/synthetic.yaml"
 SMALL_DATA = ["--data.init_args.train_size", "8", "--data.init_args.val_size", "4", "--data.init_args.batch_size", "4",
               "--data.init_args.num_workers", "0"]
 SMALL_MODEL = ["--model.recognizer.hidden_size", "16", "--model.recognizer.feature_size", "32",
@@ -46,7 +46,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op
 
 
 def fit(root: Path, cell: str = "relu_add", *extra: str) -> None:
-    main(["fit", "--config", CONFIG.format(cell), *SMALL_DATA, *SMALL_MODEL, *QUIET,
+    main(["fit", "--config", CONFIG, "--model.recognizer.cell", cell, *SMALL_DATA, *SMALL_MODEL, *QUIET,
           "--trainer.default_root_dir", str(root), *extra])
 
 
@@ -350,7 +350,7 @@ def test_evaluate_shipped_model_every_decoder_exactly(cell, example_folder, caps
 
 def test_predict_writes_one_row_per_line(run, tmp_path):
     out = tmp_path / "out.tsv"
-    main(["predict", "--config", CONFIG.format("relu_add"), *SMALL_DATA, *SMALL_MODEL, *QUIET,
+    main(["predict", "--config", CONFIG, *SMALL_DATA, *SMALL_MODEL, *QUIET,
           "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", str(only(run.rglob("last.ckpt"))),
           "--predictions", str(out)])
     rows = [line.split("\t") for line in out.read_text(encoding="utf-8").splitlines()]
@@ -458,29 +458,40 @@ def test_overfits_eight_lines(cell, learn_by_heart):
 # ---- configs ------------------------------------------------------------------------------------
 CONFIGS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs").rglob("*.yaml"))
 TRAINER_PRESETS = [c for c in CONFIGS if c.startswith("configs/trainer/")]
+DATASET_CONFIGS = [f"configs/{d}.yaml" for d in ("synthetic", "poilus", "iam", "rimes")]
 
 
-def print_config(capsys, *configs: str) -> dict:
+def print_config(capsys, *configs: str, extra: tuple[str, ...] = ()) -> dict:
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", *[a for c in configs for a in ("--config", c)], "--print_config"])
+        main(["fit", *[a for c in configs for a in ("--config", c)], *extra, "--print_config"])
     assert exit_info.value.code in (0, None)
     return yaml.safe_load(capsys.readouterr().out)
 
 
 def test_every_config_parses(capsys):
-    assert len(CONFIGS) >= 15 and len(TRAINER_PRESETS) == 3
+    assert len(CONFIGS) >= 10 and len(TRAINER_PRESETS) == 3 and set(DATASET_CONFIGS) <= set(CONFIGS)
     for config in CONFIGS:
         if config in TRAINER_PRESETS:  # a preset is a second config: check it on top of a dataset config
-            print_config(capsys, "configs/synthetic/gru.yaml", config)
+            print_config(capsys, "configs/synthetic.yaml", config)
             continue
         cfg = print_config(capsys, config)
         recognizer = cfg["model"]["recognizer"]
         if recognizer is None:  # the network comes from init_from: the data's height must be that model's
             assert cfg["data"]["init_args"]["height"] == load_model(cfg["model"]["init_from"]).net.config.height
             continue
-        if Path(config).stem in ("relu_add", "gru", "lstm"):  # one file per cell
-            assert recognizer["cell"] == Path(config).stem
+        if config in DATASET_CONFIGS:  # one file for the three cells; relu_add unless the command line says
+            assert recognizer["cell"] == "relu_add"
         assert cfg["data"]["init_args"]["height"] == recognizer["height"]
+
+
+@pytest.mark.parametrize("config", DATASET_CONFIGS)
+def test_the_command_line_chooses_the_cell(capsys, config):
+    default = print_config(capsys, config)
+    for cell in ("gru", "lstm"):
+        cfg = print_config(capsys, config, extra=("--model.recognizer.cell", cell))
+        assert cfg["model"]["recognizer"]["cell"] == cell
+        cfg["model"]["recognizer"]["cell"] = "relu_add"
+        assert cfg == default  # the cell is the only difference
 
 
 @pytest.mark.parametrize("preset, trainer, workers", [
@@ -488,8 +499,10 @@ def test_every_config_parses(capsys):
     ("gpu", {"accelerator": "gpu", "devices": 1, "precision": "16-mixed"}, 8),
     ("ddp", {"accelerator": "gpu", "strategy": "ddp", "devices": 4, "num_nodes": 1}, 4)])
 def test_trainer_presets_merge_over_a_dataset_config(capsys, preset, trainer, workers):
-    cfg = print_config(capsys, "configs/poilus/gru.yaml", f"configs/trainer/{preset}.yaml")
+    cfg = print_config(capsys, "configs/poilus.yaml", f"configs/trainer/{preset}.yaml",
+                       extra=("--model.recognizer.cell", "gru"))
     assert {k: cfg["trainer"][k] for k in trainer} == trainer
+    assert cfg["model"]["recognizer"]["cell"] == "gru"  # the command line's cell survives the preset
     assert cfg["trainer"]["max_steps"] == 4000  # the dataset config's budget is kept
     data = cfg["data"]
     assert data["class_path"] == "htr.data.FolderDataModule"  # the preset's init_args merge, not replace
@@ -502,9 +515,8 @@ def test_iam_rimes_configs_mirror_poilus(dataset, class_path):
     def load(name):
         return yaml.safe_load((ROOT / "configs" / name).read_text())
 
-    for cell in ("relu_add", "gru", "lstm"):
-        cfg, poilus = load(f"{dataset}/{cell}.yaml"), load(f"poilus/{cell}.yaml")
-        assert cfg["model"] == poilus["model"] and cfg["trainer"] == poilus["trainer"]  # same network and budget
-        assert cfg["data"]["class_path"] == class_path and cfg["data"]["init_args"]["root"] == f"data/{dataset}"
-        shared = ("synthetic_ratio", "batch_size", "num_workers", "height")
-        assert {k: cfg["data"]["init_args"][k] for k in shared} == {k: poilus["data"]["init_args"][k] for k in shared}
+    cfg, poilus = load(f"{dataset}.yaml"), load("poilus.yaml")
+    assert cfg["model"] == poilus["model"] and cfg["trainer"] == poilus["trainer"]  # same network and budget
+    assert cfg["data"]["class_path"] == class_path and cfg["data"]["init_args"]["root"] == f"data/{dataset}"
+    shared = ("synthetic_ratio", "batch_size", "num_workers", "height")
+    assert {k: cfg["data"]["init_args"][k] for k in shared} == {k: poilus["data"]["init_args"][k] for k in shared}

@@ -25,10 +25,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,23 +65,16 @@ def _wait_ready(url: str, proc: subprocess.Popen | None, timeout: float = 180.0)
     raise TimeoutError(f"the app did not answer at {url} within {timeout:.0f} s")
 
 
-def _ui():
-    if str(ROOT) not in sys.path and (ROOT / "app" / "ui.py").exists():
-        sys.path.insert(0, str(ROOT))
-    import app.ui as ui
-
-    return ui
-
-
 def run(model_names: list[str] | None = None, ckpts: list[str] | None = None, requests: int = 20,
         concurrency: int = 20, in_process: bool = False, url: str | None = None,
         models: dict | None = None) -> dict[str, Any]:
     """Start the app (unless ``url`` points at a running one serving ``models``), send the requests, check."""
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from gradio_client import Client, handle_file
 
-    ui = _ui()
-    models = models if models is not None else ui.load_models(model_names, ckpts)
+    import app.ui as ui
+    from htr.inference import load_models
+
+    models = models if models is not None else load_models([*(model_names or []), *(ckpts or [])])
     names = list(models)
     images = sorted(p for p in ui.EXAMPLES_DIR.glob("*.png") if "paragraph" not in p.name)
     expected = {(n, str(p)): models[n].transcribe([p])[0] for n in names for p in images}
@@ -107,8 +97,7 @@ def run(model_names: list[str] | None = None, ckpts: list[str] | None = None, re
         for c in ckpts or []:
             cmd += ["--ckpt", c]
         log = tempfile.TemporaryFile("w+")  # the app's output, shown if it fails to start
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         try:
             _wait_ready(url, proc)

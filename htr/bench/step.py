@@ -1,7 +1,7 @@
 """`htr bench step`: the whole recogniser, per cell and encoder pool order, as training runs it.
 
 A training step here is what `htr fit` repeats: encoder, recurrent decoder, classifier, CTC loss,
-backward and an AdamW update, on a batch of the synthetic recipe's shape (configs/synthetic: 16 lines
+backward and an AdamW update, on a batch of the synthetic recipe's shape (configs/synthetic.yaml: 16 lines
 at 48 px, hidden 128, two bidirectional layers); inference is one line with no gradient. The step
 time, not the recurrent layer alone (`htr bench cells`), decides how many steps a fixed time budget
 buys. Every variant runs interleaved in one process (median of --repeats runs after warm-up).

@@ -1,13 +1,13 @@
 """Training batches of lines of similar width: less of each step spent on padding.
 
 A batch is padded to its widest line, and the encoder and the recurrent decoder run over the padding
-too. On the synthetic recipe's lines (6 to 60 characters) a random batch of 16 is 60 % ink and 40 %
-padding. A line's width is known only once it is loaded (rendered, for synthetic lines), so batches
-cannot be planned from the indices alone; instead the epoch's random order is cut into pools of
-``pool_batches`` batches' worth of lines, and a data-loader worker loads a pool, sorts it by width,
-cuts it into batches and yields them in random order. Every line is still drawn once per epoch in
-a random order; only which lines share a batch changes (similar widths together), as in the length
-bucketing of speech and translation toolkits.
+too: with lines of very different lengths, a good part of a random batch is padding (how much, for the
+synthetic recipe: docs/results/synthetic.md). A line's width is known only once it is loaded (rendered,
+for synthetic lines), so batches cannot be planned from the indices alone; instead the epoch's random
+order is cut into pools of ``pool_batches`` batches' worth of lines, and a data-loader worker loads a
+pool, sorts it by width, cuts it into batches and yields them in random order. Every line is still drawn
+once per epoch in a random order; only which lines share a batch changes (similar widths together), as
+in the length bucketing of speech and translation toolkits.
 """
 from __future__ import annotations
 

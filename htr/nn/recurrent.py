@@ -22,6 +22,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from htr.errors import ShapeError, UnknownCellError
 from htr.nn.relu_add import GATE_BIAS_INIT, ReluAddCell
+from htr.nn.sequence import reverse_within_lengths
 
 State = Union[Tensor, tuple[Tensor, Tensor]]
 CELLS = ("relu_add", "gru", "lstm")
@@ -84,14 +85,6 @@ class RecurrentLayer(nn.Module):
         raise NotImplementedError
 
 
-def reverse_within_lengths(lengths: Tensor, T: int, device: torch.device) -> Tensor:
-    """(T, N) time indices that reverse each sequence's first ``lengths[n]`` steps and keep its padding
-    in place; gathering with them twice is the identity."""
-    t = torch.arange(T).unsqueeze(1)  # (T, 1)
-    n = lengths.unsqueeze(0)          # (1, N)
-    return torch.where(t < n, n - 1 - t, t).to(device)  # (T, N)
-
-
 class TorchRecurrent(RecurrentLayer):
     """torch's native nn.GRU / nn.LSTM behind the shared interface.
 
@@ -146,16 +139,15 @@ class TorchRecurrent(RecurrentLayer):
         return _VF.gru(x, h0, weights, True, 1, 0.0, self.training, False, False)[0]
 
     def _run_padded(self, x: Tensor, lengths: Tensor) -> Tensor:
-        T, N, _ = x.shape
-        reverse = reverse_within_lengths(lengths, T, x.device) if self.bidirectional else None
+        T = x.shape[0]
         for k in range(self.num_layers):
             if k > 0:
                 x = F.dropout(x, self.rnn.dropout, self.training)  # as nn.GRU: between layers only
             out = self._direction(x, k, reverse=False)
-            if reverse is not None:
-                x_rev = x.gather(0, reverse.unsqueeze(-1).expand_as(x))  # (T, N, C): each line read backwards
+            if self.bidirectional:
+                x_rev = reverse_within_lengths(x, lengths)  # (T, N, C): each line read backwards
                 out_rev = self._direction(x_rev, k, reverse=True)
-                out_rev = out_rev.gather(0, reverse.unsqueeze(-1).expand_as(out_rev))  # back to reading order
+                out_rev = reverse_within_lengths(out_rev, lengths)  # back to reading order
                 out = torch.cat([out, out_rev], dim=-1)  # (T, N, H) x 2 -> (T, N, 2H)
             x = out
         valid = torch.arange(T, device=x.device).unsqueeze(1) < lengths.to(x.device).unsqueeze(0)  # (T, N)

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from htr.nn import kernels
+from htr.nn.sequence import reverse_within_lengths
 
 GATE_BIAS_INIT = -1.0
 RECURRENT_GAIN = 0.5
@@ -72,15 +73,6 @@ except ImportError:
 def _np(t: Tensor):
     """A numpy view of a contiguous CPU tensor (no copy)."""
     return t.detach().numpy()
-
-
-def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
-    """Reverse each sequence of x (T, N, ...) within its own length; padding stays in place."""
-    T = x.shape[0]
-    t = torch.arange(T)[:, None]  # (T, 1)
-    idx = torch.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)  # (T, N)
-    idx = idx.to(x.device).view(T, -1, *([1] * (x.dim() - 2))).expand_as(x)
-    return x.gather(0, idx)
 
 
 def _forward_step_fn(hu: Tensor, xp: Tensor, lengths: Tensor, reverse: bool, out: Tensor, states: Tensor,
@@ -187,7 +179,7 @@ class _ReluAddSequence(torch.autograd.Function):
         H = states.shape[-1]
         # dU = sum_t dg_t^T h_{t-1}: one product over all steps. (T, B, 2H) -> (T*B, 2H)
         grad_w = grad_gates.reshape(-1, 2 * H).t() @ states[:-1].reshape(-1, H)
-        grad_xp = reverse_padded(grad_gates, lengths) if ctx.reverse else grad_gates  # step -> time order
+        grad_xp = reverse_within_lengths(grad_gates, lengths) if ctx.reverse else grad_gates  # step -> time order
         return grad_xp, grad_w, grad_h0, None, None
 
 
@@ -239,8 +231,8 @@ class ReluAddCell(nn.Module):
         if xp.device.type == "cpu" or (xp.is_cuda and _HAS_TRITON and xp.dtype == torch.float32):
             return _ReluAddSequence.apply(xp, self.weight_hh, h0, lengths, reverse)
         if reverse:
-            out, h_n = self._forward_loop(reverse_padded(xp, lengths), lengths, h0)
-            return reverse_padded(out, lengths), h_n
+            out, h_n = self._forward_loop(reverse_within_lengths(xp, lengths), lengths, h0)
+            return reverse_within_lengths(out, lengths), h_n
         return self._forward_loop(xp, lengths, h0)
 
     def _forward_loop(self, xp: Tensor, lengths: Tensor, h0: Tensor) -> tuple[Tensor, Tensor]:
