@@ -20,19 +20,35 @@ import albumentations as A  # noqa: E402
 
 @dataclass
 class AugmentConfig:
-    """Probabilities and strengths of each augmentation (probability 0 switches one off)."""
+    """Probabilities and strengths of each augmentation (probability 0 switches one off).
 
-    enabled: bool = True  # the master switch (the data modules' ``augment`` flag sets it)
-    pad: float = 0.15  # white margin added on every side before the geometric steps, times the height
-    p_affine: float = 0.6  # slant (shear) and small rotation
-    shear_deg: float = 20.0  # horizontal shear range +-: imitates writers' slant
-    rotate_deg: float = 1.5  # rotation range +-: lines are already roughly horizontal
-    scale: float = 0.1  # isotropic scale jitter +- (relative to the padded line)
-    p_distort: float = 0.3  # elastic or grid distortion: uneven strokes and baselines
-    p_morph: float = 0.3  # erosion or dilation: thicker or thinner pen
-    p_blur: float = 0.2  # gaussian or motion blur
-    p_noise: float = 0.2  # gaussian pixel noise
-    p_contrast: float = 0.5  # brightness / contrast of ink and paper
+    Args:
+        enabled: the master switch: false leaves the images as they are (as the data modules'
+            ``augment: false`` does).
+        pad: white margin added on every side before the geometric steps, as a fraction of the line's
+            height (room for shear and rotation, so ink is never cropped).
+        p_affine: probability of the affine step: slant (shear), small rotation and scale.
+        shear_deg: horizontal shear range +-, degrees: imitates writers' slant.
+        rotate_deg: rotation range +-, degrees: lines are already roughly horizontal.
+        scale: isotropic scale jitter +-, as a fraction (relative to the padded line).
+        p_distort: probability of an elastic or grid distortion: uneven strokes and baselines.
+        p_morph: probability of an erosion or dilation: thicker or thinner pen.
+        p_blur: probability of a gaussian or motion blur.
+        p_noise: probability of gaussian pixel noise.
+        p_contrast: probability of a brightness / contrast change of ink and paper.
+    """
+
+    enabled: bool = True
+    pad: float = 0.15
+    p_affine: float = 0.6
+    shear_deg: float = 20.0
+    rotate_deg: float = 1.5
+    scale: float = 0.1
+    p_distort: float = 0.3
+    p_morph: float = 0.3
+    p_blur: float = 0.2
+    p_noise: float = 0.2
+    p_contrast: float = 0.5
 
 
 class Augmenter:

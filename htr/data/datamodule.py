@@ -39,32 +39,60 @@ SYNTHETIC_POOL = 100_000  # rendered indices the synthetic share of a training m
 
 
 class LineDataModule(pl.LightningDataModule):
-    """Common part: codec, preprocessing, augmentation, checks with counts, loaders.
+    """Common part of the data modules: codec, preprocessing, augmentation, checks with counts, loaders.
 
     Subclasses implement ``read_split(split) -> list[LineSample] | None`` (None: no such split).
     After ``setup``, ``self.stats[split]`` holds the counts of ``prepare_samples`` for each split.
+
+    Args:
+        height: line height in px that every image is scaled to; 64 for CPU speed, 128 is the
+            literature's norm.
+        batch_size: lines per batch, for training and for evaluation.
+        num_workers: DataLoader worker processes; 0 loads in the main process.
+        augment: training augmentation on/off (validation and test are never augmented).
+        augment_config: the augmentations' probabilities and strengths; null = the ``AugmentConfig``
+            defaults.
+        charset: the characters targets are encoded with, in order (the model's charset is linked to it).
+        unknown: characters outside the charset: "drop" removes them from the label, "skip_line" leaves
+            the line out, "error" stops at setup (all counted and reported).
+        bad_images: unreadable or missing images: "skip" (counted, warned) or "error".
+        check_images: decode every image once at setup (finds bad files before training).
+        min_width: px at ``height``; narrower lines are padded with background (the CNN needs a few frames).
+        max_width: px at ``height``; wider lines are squeezed or rejected, see ``too_wide``.
+        too_wide: lines wider than ``max_width``: "downscale" squeezes them horizontally (with a warning),
+            "error" rejects them.
+        pad_to_multiple: a batch's width is rounded up to a multiple of this, px (the CNN's pooling).
+        bucket_batches: training batches per width-sorted pool (htr.data.bucketing), so that a batch
+            holds lines of similar width (less padding); 0 = random batches.
+        synthetic_ratio: synthetic training lines per real training line, rendered with the training
+            fonts and drawn anew each epoch (0 = none; 1.0 doubles an epoch).
+        synthetic_seed: seed of the synthetic lines mixed in by ``synthetic_ratio``.
+        predict_split: the split ``predict_dataloader`` serves ("train", "val" or "test"); null = test
+            when configured, else val.
+        extend_charset: append the training split's characters that ``charset`` lacks, most frequent first
+            (read before training, so the model's output layer includes them).
     """
 
     def __init__(
         self,
-        height: int = 64,  # line height in px; 64 for CPU speed, 128 is the literature's norm
+        height: int = 64,
         batch_size: int = 16,
         num_workers: int = 0,
-        augment: bool = True,  # training augmentation on/off (val/test are never augmented)
-        augment_config: AugmentConfig | None = None,  # probabilities; None = AugmentConfig() defaults
+        augment: bool = True,
+        augment_config: AugmentConfig | None = None,
         charset: str = DEFAULT_CHARSET,
-        unknown: UnknownRule = "drop",  # characters outside the charset: drop | skip_line | error
-        bad_images: BadImageRule = "skip",  # unreadable images: skip (counted, warned) | error
-        check_images: bool = True,  # decode every image once at setup (finds bad files before training)
+        unknown: UnknownRule = "drop",
+        bad_images: BadImageRule = "skip",
+        check_images: bool = True,
         min_width: int = 32,
-        max_width: int = 2048,  # px at ``height``; longer lines are squeezed (too_wide) or rejected
+        max_width: int = 2048,
         too_wide: Literal["downscale", "error"] = "downscale",
-        pad_to_multiple: int = 8,  # batch width rounded up to this (CNN pooling)
-        bucket_batches: int = 0,  # training batches per width-sorted pool (htr.data.bucketing); 0 = random batches
-        synthetic_ratio: float = 0.0,  # synthetic training lines per real training line (0 = none)
+        pad_to_multiple: int = 8,
+        bucket_batches: int = 0,
+        synthetic_ratio: float = 0.0,
         synthetic_seed: int = 0,
-        predict_split: Split | None = None,  # what predict_dataloader serves; None = test if any else val
-        extend_charset: bool = False,  # append the training split's characters that charset lacks
+        predict_split: Split | None = None,
+        extend_charset: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["charset"])  # the model records the charset it encodes with
@@ -234,7 +262,19 @@ class LineDataModule(pl.LightningDataModule):
 
 
 class SyntheticDataModule(LineDataModule):
-    """Rendered lines only (htr.data.synthetic): training fonts for train, held-out fonts for val/test."""
+    """Rendered lines only (htr.data.synthetic): training fonts for train, held-out fonts for val/test.
+
+    Args:
+        train_size: lines per training epoch (the same rendered lines every epoch).
+        val_size: validation lines, rendered with the ``val_fonts``.
+        test_size: test lines, with the ``val_fonts`` and another seed than validation; 0 = no test split.
+        seed: seed of the rendering (texts, fonts, ink, paper); the same seed gives the same lines.
+        val_fonts: font families held out of training, for validation and test (htr.data.synthetic).
+        system_fonts: add the installed handwriting fonts (``SYSTEM_HANDWRITING_FONTS``) to the training
+            fonts; off by default, so that a run does not depend on the machine's fonts.
+        **kwargs: the ``LineDataModule`` arguments (height, batch_size, augment, charset, ...) apply
+            too.
+    """
 
     def __init__(self, train_size: int = 20_000, val_size: int = 1_000, test_size: int = 0, seed: int = 0,
                  val_fonts: tuple[str, ...] = ("indie-flower", "satisfy"), system_fonts: bool = False,
@@ -263,7 +303,17 @@ class SyntheticDataModule(LineDataModule):
 
 
 class FolderDataModule(LineDataModule):
-    """``<root>/<split>.tsv`` + images (htr.data.folder), e.g. the poilus set."""
+    """``<root>/<split>.tsv`` + images (htr.data.folder), e.g. the poilus set.
+
+    Args:
+        root: the folder holding ``<split>.tsv`` files (``<image file name>\\t<text>`` per line) and the
+            images (next to them or in ``images/``).
+        train_split: name of the training TSV, without ``.tsv``.
+        val_split: name of the validation TSV, without ``.tsv``.
+        test_split: name of the test TSV, without ``.tsv``; null = no test split.
+        **kwargs: the ``LineDataModule`` arguments (height, batch_size, augment, charset, ...) apply
+            too.
+    """
 
     def __init__(self, root: str = "data/poilus", train_split: str = "train", val_split: str = "val",
                  test_split: str | None = None, **kwargs: Any) -> None:
@@ -283,10 +333,20 @@ class FolderDataModule(LineDataModule):
 
 
 class FolderMixDataModule(LineDataModule):
-    """Several TSV folders in one training run, each a ``FolderSource`` with its weight and text
-    rules (htr.data.folder, htr.data.mixing). Validation and test come from the sources that name a
+    """Several TSV folders in one training run, each a ``FolderSource`` with its weight and text rules.
+
+    See htr.data.folder and htr.data.mixing. Validation and test come from the sources that name a
     ``val_split`` / ``test_split``: the first one that does is the split used for model selection.
-    At setup every source's lines, characters and draws per epoch are logged."""
+    At setup every source's lines, characters and draws per epoch are logged.
+
+    Args:
+        sources: the folders, each a ``FolderSource`` (root, weight, train_split, val_split, drop_lines,
+            replace, name); at least one.
+        test_split: name of the test TSV, without ``.tsv``, taken from the first source that has it;
+            null = no test split.
+        **kwargs: the ``LineDataModule`` arguments (height, batch_size, augment, charset, ...) apply
+            too.
+    """
 
     def __init__(self, sources: list[FolderSource], test_split: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -349,8 +409,23 @@ class FolderMixDataModule(LineDataModule):
 
 
 class IAMDataModule(LineDataModule):
-    """IAM lines (htr.data.iam). Split files (line or form ids) are relative to ``root`` unless absolute;
-    the RWTH split (6,482 / 976 / 2,915 lines) is the usual one: report which one you used."""
+    """IAM lines (htr.data.iam), the splits given by files of line or form ids.
+
+    The RWTH split (6,482 / 976 / 2,915 lines) is the usual one: report which one you used.
+
+    Args:
+        root: the IAM folder (``ascii/lines.txt``, ``lines/``; see data/README.md).
+        train_split: file of training line or form ids, relative to ``root`` unless absolute; null = none.
+        val_split: file of validation ids, as ``train_split``; null = none.
+        test_split: file of test ids, as ``train_split``; null = none.
+        drop_err: leave out the lines whose word segmentation status is ``err`` (their transcriptions
+            are valid, so they are kept by default).
+        rejoin_tokens: undo the ASCII ground truth's tokenisation (``word ,`` -> ``word,``, ``do n't`` ->
+            ``don't``; rules in htr.data.iam) so labels read like the handwriting; published numbers
+            differ on this, report it.
+        **kwargs: the ``LineDataModule`` arguments (height, batch_size, augment, charset, ...) apply
+            too.
+    """
 
     def __init__(self, root: str = "data/iam", train_split: str | None = "splits/train.txt",
                  val_split: str | None = "splits/val.txt", test_split: str | None = "splits/test.txt",
@@ -377,8 +452,21 @@ class IAMDataModule(LineDataModule):
 
 
 class RIMESDataModule(LineDataModule):
-    """RIMES 2011 lines (htr.data.rimes): train/val from ``train_xml`` (val = ``val_fraction`` of the pages,
-    chosen by ``random.Random(split_seed)`` over the sorted page names), test = ``test_xml`` (778 lines)."""
+    """RIMES 2011 lines (htr.data.rimes): train and val from ``train_xml``, test from ``test_xml`` (778 lines).
+
+    Validation is ``val_fraction`` of the training pages, chosen by ``random.Random(split_seed)`` over the
+    sorted page names.
+
+    Args:
+        root: the RIMES folder; the XML files and the image paths they hold are relative to it.
+        train_xml: the training pages' XML, relative to ``root``; validation pages are carved out of it.
+        test_xml: the test pages' XML, relative to ``root``; null = no test split.
+        val_fraction: share of the training pages held out for validation, 0 <= fraction < 1 (whole pages,
+            so lines of one page never straddle the split).
+        split_seed: seed of the shuffle that picks the validation pages.
+        **kwargs: the ``LineDataModule`` arguments (height, batch_size, augment, charset, ...) apply
+            too.
+    """
 
     def __init__(self, root: str = "data/rimes", train_xml: str = "training_2011.xml",
                  test_xml: str | None = "eval_2011_annotated.xml", val_fraction: float = 0.1, split_seed: int = 0,
@@ -415,21 +503,31 @@ from htr.errors import ImageError  # noqa: E402
 
 
 class XMLDataModule(LineDataModule):
-    """ALTO (v2 to v4) and PAGE XML (2013, 2019) ground truth with its page images (htr.data.xml_lines):
-    every line with text is cut out by its polygon (pixels outside it set to the paper level), or its
+    """ALTO (v2 to v4) and PAGE XML (2013, 2019) ground truth with its page images (htr.data.xml_lines).
+
+    Every line with text is cut out by its polygon (pixels outside it set to the paper level), or its
     box when it has none, and turned upright when its baseline is vertical. Each page image is decoded
-    once, when its split is first read; the crops are kept as PNG bytes.
+    once, when its split is first read; the crops are kept as PNG bytes. Lines without text or geometry
+    are left out and counted in ``self.stats[split]["xml"]`` (with the pages read and how lines were cut).
 
-    ``train``, ``val``, ``test``: folders (their .xml files, recursively), XML files or globs; the image
-    of each page is found from the XML (relative to it, or in ``image_dirs``); a missing one is an
-    error naming both files (``missing_images="skip"``: left out, counted and warned).
-
-    Validation: ``val`` when given; else ``val_fraction`` of the training documents, carved out by
-    ``xml_lines.split_documents``: the sorted document keys shuffled with ``random.Random(split_seed)``,
-    the first ``max(1, round(val_fraction * n))`` are validation (none with a single document). A
-    document is one XML file (``split_by="file"``) or the folder holding it (``"folder"``: all pages of
-    a manuscript stay on the same side). Lines without text or geometry are left out and counted in
-    ``self.stats[split]["xml"]`` (with the pages read and how lines were cut).
+    Args:
+        train: training pages: folders (their .xml files, recursively), XML files or globs, or a list
+            of them; the image of each page is found from the XML (relative to it, or in ``image_dirs``).
+        val: validation pages, as ``train``; null = ``val_fraction`` of the training documents.
+        test: test pages, as ``train``; null = no test split.
+        val_fraction: without ``val``, the share of training documents held out for validation
+            (``xml_lines.split_documents``: the first ``max(1, round(val_fraction * n))`` of the shuffled
+            sorted document keys; none with a single document).
+        split_seed: seed of that shuffle (``random.Random(split_seed)``).
+        split_by: what a document is for that split: "file" (one XML file) or "folder" (the folder
+            holding it: all pages of a manuscript stay on the same side).
+        padding: px added on each side of a line's polygon (or box) when it is cut out, paper-filled with
+            a polygon.
+        image_dirs: more folders to look for page images in, by base name.
+        missing_images: a page image not found: "error" (names the XML and the image) or "skip" (left
+            out, counted and warned).
+        **kwargs: the ``LineDataModule`` arguments (height, batch_size, augment, charset, ...) apply
+            too.
     """
 
     def __init__(self, train: str | list[str] = "data/xml", val: str | list[str] | None = None,

@@ -54,15 +54,26 @@ class FolderSource:
     Sets cut from different projects keep their own transcription conventions; ``replace`` maps them
     to the reference set's (applied in order, before normalisation) and ``drop_lines`` leaves out the
     lines whose text matches it (for instance deletion markup whose ink was never transcribed).
+
+    Args:
+        root: the folder, laid out as for ``FolderDataModule`` (``<split>.tsv`` files and images).
+        weight: draws of each line per epoch, >= 0 (2: twice, 0.5: half of the lines, a new half each
+            epoch, 0: none; htr.data.mixing).
+        train_split: name of its training TSV, without ``.tsv``; null = not part of the training mix.
+        val_split: name of its validation TSV; the first source that names one validates the run.
+        drop_lines: regular expression searched in each line's text (after ``replace``); matching lines
+            are left out and counted.
+        replace: substring -> replacement, applied in order to each line's text, before normalisation.
+        name: the source's name in messages and reports; null = the folder's name.
     """
 
     root: str
-    weight: float = 1.0  # draws of each line per epoch (0.5: half of the lines, a new half each epoch)
+    weight: float = 1.0
     train_split: str | None = "train"
     val_split: str | None = None
-    drop_lines: str | None = None  # regular expression searched in each line's text
-    replace: dict[str, str] = field(default_factory=dict)  # substring -> replacement
-    name: str | None = None  # for messages and reports; default: the folder's name
+    drop_lines: str | None = None
+    replace: dict[str, str] = field(default_factory=dict)
+    name: str | None = None
 
     def __post_init__(self) -> None:
         if self.weight < 0:
