@@ -3,11 +3,14 @@ and what it costs.
 
     htr app [--model relu_add --model gru ...] [--ckpt X.ckpt ...] [--host 127.0.0.1] [--port 7860] [--share]
 
-UI only: the models come from htr.inference.load_models, each request is htr.compare.transcribe (image
+UI only: the models come from htr.inference.load_models, each request goes to htr.compare.Batcher (image
 reading, line segmentation, per-stage latency, the request's limits); this module lays out the page,
-turns reports into its outputs and exceptions into sentences. Requests are served one at a time
-(``concurrency_limit=1``), so a request's timings are not disturbed by another request's computation on
-the same cores, and each is stopped after ``time_limit_s`` so that none holds the queue for longer.
+turns reports into its outputs and exceptions into sentences. Requests that arrive together are
+recognised together by the batcher's one worker thread (the computation stays on one thread however many
+clients wait; each report gives its own share of the batch's time and says how it was shared), each is
+stopped after ``time_limit_s`` so that none holds the others for longer, and a request whose client has
+disconnected is dropped between stages. Page requests report the median of ``repeats`` runs (a latency
+comparison), API requests one run (``api_repeats``).
 Internal errors reach web clients as their exception type only (the details go to the server's log).
 
 API (gradio_client), one endpoint:
@@ -18,6 +21,8 @@ API (gradio_client), one endpoint:
                             api_name="/transcribe")
     # result["results"]: [{"model", "cell", "text", "confidence", "ms": {"preprocess", "encoder", "decoder",
     #                      "ctc", "total"}, "lines": [...]}, ...]; bad input raises gradio_client's AppError
+    # result["batch"]: {"requests", "lines", "queue_ms", "wall_ms"}: the batch it was recognised in;
+    # result["timing"]: how its ms were measured
 """
 from __future__ import annotations
 
@@ -32,13 +37,15 @@ import gradio as gr
 import pandas as pd
 from PIL import Image
 
-from htr.compare import DECODERS, MAX_BEAM, MIN_BEAM, REPEATS, STAGES, TIME_LIMIT_S, transcribe
+from htr.compare import BATCH_REQUESTS, DECODERS, MAX_BEAM, MIN_BEAM, REPEATS, STAGES, TIME_LIMIT_S, Batcher
 from htr.errors import HTRError, ImageError
 from htr.inference import Transcriber, load_models
 from htr.segment import LAYOUTS
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 MAX_UPLOAD = "10mb"  # per uploaded file (gradio rejects bigger uploads before they reach the app)
+WAITING = 2 * BATCH_REQUESTS  # requests handed to the batcher at once (gradio's queue holds the others)
+MAX_THREADS = WAITING + 16  # gradio's worker threads: every waiting request holds one
 log = logging.getLogger("htr.app")
 
 
@@ -84,6 +91,9 @@ def status_text(report: dict[str, Any], label: str) -> str:
     text = (f"Transcribed **{html.escape(label)}** ({img['width']}×{img['height']} px, "
             f"{img['lines']} line{'s' if img['lines'] > 1 else ''}) with {len(report['results'])} "
             f"model(s), {report['decoder']} decoding.")
+    others = report.get("batch", {}).get("requests", 1) - 1
+    if others > 0:
+        text += f" Recognised together with {others} other request{'s' if others > 1 else ''}."
     for note in report["warnings"]:  # lines squeezed to the width limit
         text += f"\n\n**Note:** {html.escape(note)}"
     return text
@@ -148,12 +158,33 @@ def _source_of(tab: str, image: Any, sketch: Any, file: Any) -> tuple[Any, str]:
 def _warm_up(models: dict[str, Transcriber]) -> None:
     """First-call costs (numba compilation, allocator) out of the first request."""
     for m in models.values():
-        m.run_batch([m.preprocess(Image.new("L", (64, 32), 255))])
+        lines = [m.preprocess(Image.new("L", (w, 32), 255)) for w in (64, 96)]
+        m.run_batch(lines[:1])
+        m.forward_lines(lines)  # the batched path: lines of two widths
 
 
-def _page_handler(models: dict[str, Transcriber], repeats: int, time_limit_s: float | None) -> Callable:
+def _disconnected() -> Callable[[], bool] | None:
+    """For the gradio event being served (called in its handler): a check whether its client has gone.
+
+    Gradio marks the running events of a closed session not alive (and drops its queued ones itself);
+    this reads that mark (gradio internals: LocalContext, Queue.event_ids_to_events, Event.alive; None
+    when they are missing, then a running request is not cancelled)."""
+    from gradio.context import LocalContext
+
+    blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+    events = getattr(getattr(blocks, "_queue", None), "event_ids_to_events", None)
+    if event_id is None or not isinstance(events, dict):
+        return None
+
+    def gone() -> bool:
+        event = events.get(event_id)
+        return event is not None and getattr(event, "alive", True) is False
+    return gone
+
+
+def _page_handler(batcher: Batcher, repeats: int, time_limit_s: float | None) -> Callable:
     """The Transcribe button: raw payloads in, the page's outputs out; every failure becomes a message."""
-    names = list(models)
+    names = list(batcher.models)
 
     def run(tab, image, sketch, file, decoder, chosen, layout, beam_width):
         # Called with raw payloads (preprocess=False): gradio's Image preprocessing would open bad files
@@ -162,8 +193,8 @@ def _page_handler(models: dict[str, Transcriber], repeats: int, time_limit_s: fl
         try:
             source, label = _source_of(tab, image, sketch, file)
             chosen = [n for n in names if n in (chosen or [])]
-            report = transcribe(models, source, decoder, chosen, layout, beam_width, repeats,
-                                tight=label == "drawing", time_limit_s=time_limit_s)
+            report = batcher.submit(source, decoder, chosen, layout, beam_width, repeats, tight=label == "drawing",
+                                    time_limit_s=time_limit_s, cancelled=_disconnected())
         except Exception as e:  # noqa: BLE001 - never let a request kill the page
             blank_cells = []
             for n in names:
@@ -179,14 +210,15 @@ def _page_handler(models: dict[str, Transcriber], repeats: int, time_limit_s: fl
     return run
 
 
-def _api_handler(models: dict[str, Transcriber], repeats: int, time_limit_s: float | None) -> Callable:
+def _api_handler(batcher: Batcher, repeats: int, time_limit_s: float | None) -> Callable:
     """The /transcribe endpoint: a file path and options in, the JSON report out (gr.Error on failure)."""
     def run(file, decoder, chosen, layout, beam_width):
         if not file:
             raise gr.Error("no image given: pass an image file, e.g. gradio_client.handle_file('line.png')",
                            print_exception=False)
         try:
-            return transcribe(models, file, decoder, chosen, layout, beam_width, repeats, time_limit_s=time_limit_s)
+            return batcher.submit(file, decoder, chosen, layout, beam_width, repeats, time_limit_s=time_limit_s,
+                                  cancelled=_disconnected())
         except Exception as e:  # noqa: BLE001
             raise gr.Error(user_message(e, file), print_exception=False) from None
     return run
@@ -252,17 +284,16 @@ def _latency_outputs(names: list[str]) -> tuple[gr.Dataframe, gr.BarPlot]:
     return table_out, plot_out
 
 
-def _api_endpoint(models: dict[str, Transcriber], repeats: int, time_limit_s: float | None,
-                  **queue: Any) -> None:
+def _api_endpoint(batcher: Batcher, repeats: int, time_limit_s: float | None, **queue: Any) -> None:
     """The API's one endpoint (gradio_client: api_name="/transcribe"), on hidden components."""
-    names = list(models)
+    names = list(batcher.models)
     with gr.Row(visible=False):
         inputs = [gr.File(type="filepath", label="image"), gr.Textbox(value="greedy", label="decoder"),
                   gr.Dropdown(names, value=names, multiselect=True, label="models"),
                   gr.Textbox(value="auto", label="layout"), gr.Number(value=10, precision=0, label="beam_width")]
         output = gr.JSON(label="report")
         button = gr.Button()
-    button.click(_api_handler(models, repeats, time_limit_s), inputs, output, api_name="transcribe",
+    button.click(_api_handler(batcher, repeats, time_limit_s), inputs, output, api_name="transcribe",
                  api_description="Transcribe one image (line or paragraph) with the selected models; "
                                  "returns texts, confidences and per-stage latency (ms).", **queue)
 
@@ -273,21 +304,33 @@ INTRO = ("# htr — handwritten text-line recognition\n"
          "CTC; only the recurrent cell differs: **relu_add** (gates from additions and ReLUs), **gru**, **lstm**.")
 
 
-def _footer(repeats: int, time_limit_s: float | None) -> str:
-    return (f"Latency: measured for each request on the machine the app runs on. Preprocessing (read, segment, "
-            f"resize) is timed once; encoder, recurrent decoder (+ classifier) and CTC decoding are the median "
-            f"of {repeats} interleaved runs of each model on this request's image. Requests run one at a time"
-            f"{f', each stopped after {time_limit_s:g} s' if time_limit_s else ''}. "
+def _footer(repeats: int, api_repeats: int, time_limit_s: float | None) -> str:
+    def runs(n: int) -> str:
+        return f"the median of {n} interleaved runs" if n > 1 else "one run"
+
+    return (f"Latency: measured for each request on the machine the app runs on. Requests that arrive "
+            f"together are recognised together, in one batch (each line still gets the result it has alone): "
+            f"preprocessing (read, segment, resize) is timed for each request; its encoder time is that of its "
+            f"own lines; the recurrent decoder (+ classifier) runs once for the whole batch and its time is "
+            f"shared in proportion to each request's frames; CTC decoding is timed for each request. A request "
+            f"alone has all of its times to itself. Model times are {runs(repeats)} of each model (API "
+            f"requests: {runs(api_repeats)}); the raw result's batch field gives how many requests were "
+            f"recognised together and how long this one waited"
+            f"{f'; each request is stopped after {time_limit_s:g} s' if time_limit_s else ''}. "
             f"Uploads are limited to {MAX_UPLOAD}.")
 
 
-def build_app(models: dict[str, Transcriber], repeats: int = REPEATS, concurrency_limit: int = 1,
-              time_limit_s: float | None = TIME_LIMIT_S) -> gr.Blocks:
+def build_app(models: dict[str, Transcriber], repeats: int = REPEATS, concurrency_limit: int = WAITING,
+              time_limit_s: float | None = TIME_LIMIT_S, api_repeats: int = 1) -> gr.Blocks:
     """The Blocks app for these models (name -> Transcriber). Launch it with `serve` (or demo.launch).
-    Each request is stopped with a message after ``time_limit_s`` seconds (None: no limit)."""
+
+    Requests go to one htr.compare.Batcher (``demo.batcher``), at most ``concurrency_limit`` at once;
+    page requests report the median of ``repeats`` runs, API requests of ``api_repeats``. Each request is
+    stopped with a message after ``time_limit_s`` seconds (None: no limit)."""
     if not models:
         raise ValueError("build_app needs at least one model")
     _warm_up(models)
+    batcher = Batcher(models)
     queue = {"concurrency_limit": concurrency_limit, "concurrency_id": "models"}  # one queue for both endpoints
     with gr.Blocks(title="htr: handwritten line recognition") as demo:
         gr.Markdown(INTRO)
@@ -301,19 +344,22 @@ def build_app(models: dict[str, Transcriber], repeats: int = REPEATS, concurrenc
         table_out, plot_out = _latency_outputs(list(models))
         with gr.Accordion("Raw result (JSON, as the API returns it)", open=False):
             raw = gr.JSON()
-        gr.Markdown(_footer(repeats, time_limit_s))
+        gr.Markdown(_footer(repeats, api_repeats, time_limit_s))
         page_inputs = [tab, image, sketch, file, decoder, chosen, layout, beam]
-        run.click(_page_handler(models, repeats, time_limit_s), page_inputs,
+        run.click(_page_handler(batcher, repeats, time_limit_s), page_inputs,
                   [status, *cell_outputs, table_out, plot_out, speed, raw], preprocess=False,
                   api_visibility="private", **queue)
-        _api_endpoint(models, repeats, time_limit_s, **queue)
+        _api_endpoint(batcher, api_repeats, time_limit_s, **queue)
+    demo.batcher = batcher  # type: ignore[attr-defined]  # for tests and the bench: its stats
     return demo
+
 
 def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
           block: bool = True, quiet: bool = False) -> str:
     """Launch on host:port (localhost by default; share=True asks gradio for a public link). Returns the URL."""
     demo.queue(default_concurrency_limit=1)
     _, url, _ = demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD,
+                            max_threads=MAX_THREADS,
                             prevent_thread_lock=not block, quiet=quiet, show_error=True,
                             footer_links=["api", "gradio"])
     return url

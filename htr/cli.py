@@ -2,11 +2,11 @@
 
     htr fit|validate|test|predict --config configs/<dataset>.yaml [--model.recognizer.cell gru|lstm]
                                   (LightningCLI; any option can be overridden)
-    htr evaluate --ckpt A.ckpt [--ckpt B.ckpt ...] --data <config.yaml | TSV folder> [--json]
-    htr transcribe IMAGE... (--model relu_add | --ckpt X) [--segment] [--format text|json|alto|page] [--out DIR]
-                   [--on-error skip|stop]                     (a bad file: one error line, exit status 1)
+    htr evaluate --ckpt A.ckpt [--ckpt B.ckpt ...] --data <config.yaml | TSV folder> [--integer] [--json]
+    htr transcribe IMAGE... (--model relu_add | --ckpt X) [--integer] [--segment] [--format text|json|alto|page]
+                   [--out DIR] [--on-error skip|stop]         (a bad file: one error line, exit status 1)
     htr export CKPT OUT.safetensors [--lm-text train.tsv] [--lm-data config.yaml]
-    htr bench cells|step|malloc|adding|fhe|load|app ...
+    htr bench cells|step|malloc|adding|fhe|integer|load|app|decode ...
     htr app [--model NAME ...] [--ckpt PATH ...] [--host 127.0.0.1] [--port 7860] [--share]
 
 Errors (a bad file, option, model or dataset) print one line, `htr: error: ...`, and exit with status 1;
@@ -170,6 +170,8 @@ def _models(args: argparse.Namespace) -> list:
     from htr.inference import load_models
 
     models = list(load_models([*(args.model or []), *(args.ckpt or [])]).values())
+    if getattr(args, "integer", False):  # relu_add decoders in integers; CheckpointError for gru / lstm
+        models = [model.with_integer_decoder() for model in models]
     for model in models:  # beam+lm scoring overrides for this command; the model file keeps its own
         for key in ("lm_weight", "insertion_bonus"):
             if getattr(args, key, None) is not None:
@@ -371,12 +373,15 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lm-weight", type=float, help="beam+lm: the LM's weight (default: the model's own)")
     p.add_argument("--insertion-bonus", type=float, help="beam+lm: score per character (default: the model's own)")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--integer", action="store_true",
+                   help="run the relu_add decoder in integers (int8 weights and states, int32 sums: htr.fhe.integer); "
+                        "relu_add models only")
     p.add_argument("--json", action="store_true")
 
 
 # ---- bench / app --------------------------------------------------------------------------------
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
-    from htr.bench import adding, cells, fhe, load, malloc, step
+    from htr.bench import adding, cells, decode, fhe, integer, load, malloc, step
     from htr.bench import app as bench_app  # light: gradio and the app are imported when the command runs
 
     bench = sub.add_parser("bench", help="benchmarks that print a table (or JSON with --json)")
@@ -387,8 +392,10 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
         ("malloc", malloc, "the training step under glibc's malloc vs a preloaded allocator (tcmalloc)"),
         ("adding", adding, "long-term memory: the adding problem for each cell, table and plot"),
         ("fhe", fhe, "encrypted (TFHE) relu_add vs GRU steps; --integer, --adding (needs the fhe extra)"),
+        ("integer", integer, "integer relu_add decoder vs float relu_add vs float and int8 GRU/LSTM, inference"),
         ("load", load, "cold start: fresh process, load a shipped model, transcribe a line, exit"),
         ("app", bench_app, "the Gradio app under 20 concurrent gradio_client requests: p50/p95 latency"),
+        ("decode", decode, "greedy, beam and beam+lm per line: the Python reference vs the compiled search"),
     ):
         p = which.add_parser(name, help=help_text)
         module.add_arguments(p)

@@ -2,6 +2,7 @@
 
     from htr import load_model
     model = load_model("relu_add")                 # a shipped model by name, or a .ckpt / .safetensors path
+    model = load_model("relu_add", integer=True)   # its relu_add decoder run in integers (htr.fhe.integer)
     [line] = model.transcribe(["line.png"])        # text, confidence and per-stage latency (ms)
     page = model.transcribe_page("page.jpg")       # segmented into lines: htr.layout.PageLayout
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 MODELS_DIR = Path(__file__).parent / "models"
 DEFAULT_DECODING = {"lm_weight": 0.5, "insertion_bonus": 0.0}
 ImageInput = str | Path | bytes | Image.Image | np.ndarray
+PAD_TO_MULTIPLE = 8  # batch widths are rounded up to this (run_batch, forward_lines)
 
 
 @dataclass
@@ -152,6 +154,19 @@ class Transcriber:
         state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
         save_file(state, str(path), metadata={"htr": json.dumps(meta)})
 
+    def with_integer_decoder(self, **options: Any) -> "Transcriber":
+        """A copy whose relu_add decoder runs in integers (htr.fhe.integer.IntegerReluAdd: int8 weights and
+        states, int32 sums, the gate in integer additions and ReLUs; ``options`` are its own), named
+        ``<name>-integer``; the encoder and classifier stay float. CheckpointError for a gru or lstm model,
+        whose decoder has no integer path."""
+        from htr.fhe.integer import swap_decoders
+
+        if self.cell != "relu_add":
+            raise CheckpointError(f"{self.name}: the integer decoder replaces a relu_add decoder; this model's "
+                                  f"decoder is {self.cell} (expected a relu_add model)")
+        net = swap_decoders(self.net, **options)
+        return Transcriber(net, self.codec, self.lm, name=f"{self.name}-integer", decoding=dict(self.decoding))
+
     # ---- inference ----------------------------------------------------------------------------
     def preprocess(self, image: ImageInput, name: str = "<image>", notes: list[str] | None = None) -> torch.Tensor:
         """One line image -> its (1, H, W) input tensor; a line squeezed to max_width adds a sentence to
@@ -174,7 +189,7 @@ class Transcriber:
 
         ``deadline`` (a ``time.perf_counter()`` value): TimeLimitError once it has passed (checked before
         decoding and at every frame of a beam search)."""
-        batch = collate([{"image": im} for im in images], pad_to_multiple=8)
+        batch = collate([{"image": im} for im in images], pad_to_multiple=PAD_TO_MULTIPLE)
         n = len(images)
         t = time.perf_counter()
         features, frames = self.net.encode(batch["images"], batch["widths"])
@@ -194,6 +209,51 @@ class Transcriber:
         ctc_ms = _ms_since(t)
         timing = {"encoder": encoder_ms / n, "decoder": decoder_ms / n, "ctc": ctc_ms / n}
         return [Transcription(self.codec.decode(idx), conf, dict(timing)) for idx, conf in decoded]
+
+    @torch.no_grad()
+    def forward_lines(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, list[float], list[float]]:
+        """Preprocessed (1, H, W) lines of any widths -> (log-probs (T, N, C), frames (N,), encoder ms and
+        decoder ms per line), each line's log-probs those of the line run alone (``run_batch([line])``).
+
+        The CNN does not mask padding, so lines are encoded in groups of one padded width (the padding of a
+        line run alone); each group's encoder time is shared equally by its lines. The recurrent decoder
+        masks by lengths, so all lines go through it in one batch; its time is shared in proportion to each
+        line's frames. Used by the app to recognise concurrent requests together (htr.compare)."""
+        groups: dict[int, list[int]] = {}
+        for i, im in enumerate(images):
+            groups.setdefault(-(-im.shape[-1] // PAD_TO_MULTIPLE) * PAD_TO_MULTIPLE, []).append(i)
+        n = len(images)
+        feats: list[torch.Tensor | None] = [None] * n
+        frames = torch.zeros(n, dtype=torch.long)
+        encoder_ms = [0.0] * n
+        for idx in groups.values():
+            t = time.perf_counter()
+            batch = collate([{"image": images[i]} for i in idx], pad_to_multiple=PAD_TO_MULTIPLE)
+            features, lengths = self.net.encode(batch["images"], batch["widths"])
+            ms = _ms_since(t) / len(idx)
+            for k, i in enumerate(idx):
+                feats[i], frames[i], encoder_ms[i] = features[:, k], lengths[k], ms
+        t = time.perf_counter()
+        steps = int(frames.max())
+        features = torch.zeros(steps, n, feats[0].shape[-1], dtype=feats[0].dtype)
+        for i, f in enumerate(feats):
+            features[: int(frames[i]), i] = f[: int(frames[i])]
+        log_probs = self.net.decode(features, frames)
+        decoder_ms = _ms_since(t)
+        total = float(frames.sum())
+        return log_probs, frames, encoder_ms, [decoder_ms * float(f) / total for f in frames]
+
+    def decode_lines(self, log_probs: torch.Tensor, frames: torch.Tensor, decoder: str = "greedy",
+                     beam_width: int = 10, deadline: float | None = None) -> list[tuple[str, float]]:
+        """CTC decoding of (T, N, C) log-probs (as run_batch decodes them) -> (text, confidence) per line;
+        ``deadline``: TimeLimitError once it has passed, checked at every frame of a beam search."""
+        width = 1 if decoder == "greedy" else beam_width
+        lm = self.lm if decoder == "beam+lm" else None
+        kwargs: dict[str, Any] = {"lm": lm, "codec": self.codec, **self.decoding} if lm else {}
+        if deadline is not None and width > 1:
+            kwargs["deadline"] = deadline
+        return [(self.codec.decode(idx), conf) for idx, conf in decode_batch(log_probs, frames, beam_width=width,
+                                                                            **kwargs)]
 
     def transcribe(self, images: Sequence[ImageInput], decoder: str = "greedy", beam_width: int = 10,
                    batch_size: int = 16, on_error: Literal["raise", "skip"] = "raise") -> list[Transcription]:
@@ -253,19 +313,21 @@ def shipped_models(base: bool = False) -> dict[str, Path]:
     return models
 
 
-def load_model(name_or_path: str | Path) -> Transcriber:
+def load_model(name_or_path: str | Path, integer: bool = False) -> Transcriber:
     """A shipped model by name (relu_add, gru, lstm, or a base model: base-relu_add, ...), or a path to
-    a .ckpt or .safetensors file."""
+    a .ckpt or .safetensors file. ``integer``: with its relu_add decoder in integers
+    (`Transcriber.with_integer_decoder`; CheckpointError for gru and lstm models)."""
     shipped = shipped_models(base=True)
     if str(name_or_path) in shipped:
-        return Transcriber.from_safetensors(shipped[str(name_or_path)])
-    path = Path(name_or_path)
-    if not path.exists():
-        raise CheckpointError(f"{name_or_path}: no such file, and not a shipped model name "
-                              f"(shipped: {', '.join(shipped) or 'none'})")
-    if path.suffix == ".safetensors":
-        return Transcriber.from_safetensors(path)
-    return Transcriber.from_checkpoint(path)
+        model = Transcriber.from_safetensors(shipped[str(name_or_path)])
+    else:
+        path = Path(name_or_path)
+        if not path.exists():
+            raise CheckpointError(f"{name_or_path}: no such file, and not a shipped model name "
+                                  f"(shipped: {', '.join(shipped) or 'none'})")
+        model = (Transcriber.from_safetensors(path) if path.suffix == ".safetensors"
+                 else Transcriber.from_checkpoint(path))
+    return model.with_integer_decoder() if integer else model
 
 
 def load_models(sources: Sequence[str | Path] | None = None) -> dict[str, Transcriber]:

@@ -1,11 +1,25 @@
 """Interleaved timing of peers in one process: the only fair comparison on a shared, noisy machine."""
 from __future__ import annotations
 
+import platform
 import statistics
 import time
+from pathlib import Path
 from typing import Callable, Mapping
 
 import torch
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux; the platform's machine type elsewhere): benchmark
+    reports name the machine their figures come from."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def fix_threads(threads: int) -> None:

@@ -243,7 +243,31 @@ def test_models_from_the_command_line_get_unique_names():
 def test_twenty_concurrent_requests_are_all_answered_correctly(client, models):
     from htr.bench.app import run, to_text
 
-    report = run(url=client.src, models=models, requests=20, concurrency=20)
-    assert report["correct"] == 20, to_text(report)
-    assert report["p95_ms"] >= report["p50_ms"] > 0
+    report = run(url=client.src, models=models, concurrency=[20])
+    [level] = report["levels"]
+    assert level["correct"] == level["requests"] == 20 and report["correct"] == report["requests"] == 21, \
+        to_text(report)
+    assert level["p95_ms"] >= level["p50_ms"] > 0 and level["batch_max"] >= 1
     assert "p50" in to_text(report)
+
+
+def test_bench_reports_levels_and_fails_on_a_wrong_answer(client, models, monkeypatch, capsys):
+    """`htr bench app`: one result per concurrency level; answers checked against other models' direct
+    transcriptions are wrong, and the command exits with status 1 (its --json output still printed)."""
+    import argparse
+    import json
+
+    from htr.bench import app as bench
+
+    if len(models) < 2:
+        pytest.skip("needs two shipped models")
+    swapped = dict(zip(models, reversed(list(models.values()))))  # each name checked against another model
+    report = bench.run(url=client.src, models=swapped, concurrency=[2, 3])
+    assert [(v["concurrency"], v["requests"]) for v in report["levels"]] == [(2, 2), (3, 3)]
+    assert report["correct"] < report["requests"] == 6 and "request 0" in bench.to_text(report)
+    monkeypatch.setattr(bench, "run", lambda *args, **kwargs: report)
+    args = argparse.Namespace(model=None, ckpt=None, requests=None, concurrency=[2, 3], in_process=False, json=True)
+    with pytest.raises(SystemExit) as info:
+        bench.main(args)
+    assert info.value.code == 1
+    assert json.loads(capsys.readouterr().out)["levels"][0]["failed"]

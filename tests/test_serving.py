@@ -300,3 +300,186 @@ def test_served_api_refuses_an_over_limit_beam_and_a_string_model_list(app_url, 
     with pytest.raises(AppError) as info:  # gradio's dropdown check or ours: the value named, whole
         client.predict(handle_file(str(LINE)), "greedy", "gru,lstm", "auto", 10, api_name="/transcribe")
     assert "gru,lstm" in str(info.value) and "g, r, u" not in str(info.value)
+
+
+# ---- items 1 and 3: concurrent requests recognised together, cancelled when their client goes ------
+EXAMPLES = ROOT / "app" / "examples"
+
+
+def write_paragraph(path: Path, lines: int = 12, width: int = 6000, seed: int = 0) -> Path:
+    """Rows of random strokes, each squeezed to the width limit: a slow beam+lm search per line."""
+    rng = np.random.default_rng(seed)
+    row, gap = 60, 40
+    a = np.full((lines * (row + gap) + gap, width), 235, np.uint8)
+    for k in range(lines):
+        y = gap + k * (row + gap)
+        a[y:y + row][rng.random((row, width)) < 0.25] = 30
+    Image.fromarray(a, "L").save(path)
+    return path
+
+
+def test_lines_of_different_widths_read_in_one_batch_as_alone(model):
+    """Transcriber.forward_lines: every line's text and confidence equal run_batch of that line alone, for
+    widths that pad differently, a line narrower than min_width and two lines of one width."""
+    from htr.compare import read_lines
+
+    lines = [model.preprocess(p) for p in sorted(EXAMPLES.glob("*_[0-9].png"))]
+    lines += [model.preprocess(Image.new("L", (12, 40), 235)), lines[0]]
+    lines += [model.preprocess(c) for c in read_lines(EXAMPLES / "poilus_paragraph.png")[2]]
+    assert len({t.shape[-1] for t in lines}) >= 6
+    log_probs, frames, encoder_ms, decoder_ms = model.forward_lines(lines)
+    assert log_probs.shape[1] == len(frames) == len(encoder_ms) == len(decoder_ms) == len(lines)
+    assert all(ms > 0 for ms in encoder_ms + decoder_ms)
+    for decoder in ("greedy", "beam"):
+        for i, line in enumerate(lines):
+            [alone] = model.run_batch([line], decoder, beam_width=5)
+            [(text, confidence)] = model.decode_lines(log_probs[:, i:i + 1], frames[i:i + 1], decoder, beam_width=5)
+            assert text == alone.text and confidence == pytest.approx(alone.confidence, abs=1e-5), (decoder, i)
+
+
+def test_concurrent_requests_are_recognised_together_as_if_alone(app_models):
+    """Six requests (five line widths and a paragraph, greedy, beam and beam+lm) in one batch: every line of
+    every answer is the direct transcription of that line alone; each report says it was batched."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from htr import compare
+
+    images = sorted(EXAMPLES.glob("*_[0-9].png")) + [EXAMPLES / "poilus_paragraph.png"]
+    requests = [(p, compare.DECODERS[i % 3]) for i, p in enumerate(images)]
+    batcher = compare.Batcher(app_models, window_s=1.0)  # the idle worker waits for all of them
+    try:
+        with ThreadPoolExecutor(len(requests)) as pool:
+            reports = list(pool.map(lambda r: batcher.submit(str(r[0]), r[1], None, "auto", 5), requests))
+    finally:
+        batcher.close()
+    assert batcher.stats["batches"] == 1 and batcher.stats["largest"] == len(requests)
+    lines = sum(len(compare.read_lines(p)[1]) for p in images)
+    for (path, decoder), report in zip(requests, reports):
+        assert report["batch"]["requests"] == len(requests) and report["batch"]["lines"] == lines
+        assert "batch with 5 other requests" in report["timing"] and report["repeats"] == 1
+        crops = compare.read_lines(path)[2]
+        assert [r["model"] for r in report["results"]] == list(app_models)
+        for r in report["results"]:
+            assert len(r["lines"]) == len(crops)
+            for line, crop in zip(r["lines"], crops):
+                [want] = app_models[r["model"]].transcribe([crop], decoder=decoder, beam_width=5)
+                assert line["text"] == want.text, (path.name, decoder, r["model"])
+                assert line["confidence"] == pytest.approx(want.confidence, abs=1e-5)
+            assert all(r["ms"][s] > 0 for s in compare.STAGES)
+            assert r["ms"]["total"] == pytest.approx(sum(r["ms"][s] for s in compare.STAGES))
+
+
+def _timed(batcher, *args, **kwargs) -> tuple[object, float]:
+    import time
+
+    start = time.perf_counter()
+    try:
+        result = batcher.submit(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - the test looks at it
+        result = e
+    return result, time.perf_counter() - start
+
+
+@pytest.mark.timeout(120)
+def test_a_heavy_request_holds_a_concurrent_one_for_at_most_one_time_limit(tmp_path, app_models):
+    """A heavy request (40 wide lines of random strokes, beam+lm at the widest beam, three models, three
+    runs) stops at its time limit; a normal request sent while it runs is answered within about one time
+    limit, and one in the same batch without waiting for it (smaller requests are recognised first)."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from htr import compare
+
+    heavy = str(write_paragraph(tmp_path / "heavy.png", lines=compare.MAX_LINES, width=3000))
+    limit, repeats = 3.0, 3
+    for window_s, together in ((compare.BATCH_WINDOW_S, False), (0.3, True)):
+        batcher = compare.Batcher(app_models, window_s=window_s)
+        try:
+            with ThreadPoolExecutor(2) as pool:
+                slow = pool.submit(_timed, batcher, heavy, "beam+lm", None, "auto", compare.MAX_BEAM, repeats,
+                                   time_limit_s=limit)
+                time.sleep(0.05 if together else 0.5)  # together: within the window; else: the heavy batch runs
+                normal = pool.submit(_timed, batcher, str(LINE), "greedy", None, "auto", 10, repeats,
+                                     time_limit_s=limit)
+                (error, slow_s), (report, normal_s) = slow.result(), normal.result()
+        finally:
+            batcher.close()
+        assert isinstance(error, TimeLimitError) and f"time limit of {limit:g} s" in str(error), error
+        assert slow_s < 2 * limit + 1, slow_s  # soon after its limit (a model pass is not cut); unlimited: far more
+        assert isinstance(report, dict), report
+        for r in report["results"]:
+            assert r["text"] == app_models[r["model"]].transcribe([LINE])[0].text
+        assert report["batch"]["requests"] == (2 if together else 1)
+        assert normal_s < (limit if together else 2 * limit + 1), (together, normal_s)
+
+
+def test_a_cancelled_request_is_dropped(tmp_path, model):
+    """Cancelled while waiting: not computed; cancelled while running (after its first stages): dropped at
+    the next stage or line instead of running to its time limit."""
+    from htr import compare
+
+    batcher = compare.Batcher({MODEL: model})
+    try:
+        with pytest.raises(compare.RequestCancelled, match="client went away"):
+            batcher.submit(str(LINE), cancelled=lambda: True)
+        checks: list[int] = []
+
+        def gone_after_three_checks() -> bool:
+            checks.append(1)
+            return len(checks) > 3
+
+        heavy = str(write_paragraph(tmp_path / "heavy.png"))
+        result, seconds = _timed(batcher, heavy, "beam+lm", [MODEL], "auto", compare.MAX_BEAM, 3,
+                                 time_limit_s=60, cancelled=gone_after_three_checks)
+        assert isinstance(result, compare.RequestCancelled) and seconds < 30, (result, seconds)
+        report = batcher.submit(str(LINE))  # the worker goes on
+        assert report["results"][0]["text"] == model.transcribe([LINE])[0].text
+    finally:
+        batcher.close()
+    assert batcher.stats["cancelled"] == 2 and batcher.stats["batches"] == 3
+
+
+def _join_and_disconnect(url: str, path: Path, data: list, session: str = "goes-away") -> None:
+    """A raw gradio client: upload, join the /transcribe queue, read its stream until the request runs, close."""
+    import httpx
+
+    config = httpx.get(url + "config").json()
+    fn = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "transcribe")
+    base = url.rstrip("/") + config.get("api_prefix", "/gradio_api")
+    [uploaded] = httpx.post(base + "/upload", files={"files": (path.name, path.read_bytes())}).json()
+    file = {"path": uploaded, "meta": {"_type": "gradio.FileData"}}
+    httpx.post(base + "/queue/join", json={"data": [file, *data], "fn_index": fn, "session_hash": session}
+               ).raise_for_status()
+    with httpx.stream("GET", base + "/queue/data", params={"session_hash": session}, timeout=60) as stream:
+        for line in stream.iter_lines():
+            if "process_starts" in line:
+                return  # closing the stream is the client going away
+
+
+@pytest.mark.timeout(120)
+def test_a_disconnected_clients_request_is_cancelled_in_the_app(tmp_path, model):
+    """Served: a client sends a heavy request (its time limit far off) and disconnects while it runs; the app
+    drops it, and the next client's request is answered soon instead of after the heavy one's time limit."""
+    import time
+
+    from gradio_client import Client, handle_file
+
+    from app import ui
+    from htr.bench.app import free_port
+    from htr.compare import MAX_BEAM, TIME_LIMIT_S
+
+    demo = ui.build_app({MODEL: model}, repeats=1)
+    url = ui.serve(demo, "127.0.0.1", free_port(), block=False, quiet=True)
+    try:
+        heavy = write_paragraph(tmp_path / "heavy.png", lines=20)
+        _join_and_disconnect(url, heavy, ["beam+lm", [MODEL], "auto", MAX_BEAM])
+        time.sleep(0.3)
+        start = time.perf_counter()
+        report = Client(url, verbose=False).predict(handle_file(str(LINE)), "greedy", [MODEL], "auto", 10,
+                                                    api_name="/transcribe")
+        seconds = time.perf_counter() - start
+        assert report["results"][0]["text"] == model.transcribe([LINE])[0].text
+        assert seconds < TIME_LIMIT_S / 2, seconds
+        assert demo.batcher.stats["cancelled"] == 1
+    finally:
+        demo.close()

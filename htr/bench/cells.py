@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from itertools import product
 
 import torch
 
 from htr.nn import CELLS, build_recurrent
 from htr.tables import format_table
-from htr.timing import fix_threads, interleaved_medians
+from htr.timing import cpu_name, fix_threads, interleaved_medians
 
 
 def _step_fns(layers: dict, x: torch.Tensor) -> tuple[dict, dict]:
@@ -49,7 +48,7 @@ def run(input_size: int = 256, hidden_size: int = 256, steps: int = 128, batches
             results.append({"mode": mode, "batch": batch, "bidirectional": bidirectional,
                             "ms": ms, "relu_add/gru": ms["relu_add"] / ms["gru"],
                             "relu_add/lstm": ms["relu_add"] / ms["lstm"]})
-    return {"torch": torch.__version__, "threads": threads, "cpu": platform.processor() or platform.machine(),
+    return {"torch": torch.__version__, "threads": threads, "cpu": cpu_name(),
             "input_size": input_size, "hidden_size": hidden_size, "steps": steps, "repeats": repeats,
             "results": results}
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from typing import TYPE_CHECKING, Callable
 
 import torch
@@ -19,7 +18,7 @@ import torch
 from htr.nn import CELLS
 from htr.nn.recognizer import RecognizerConfig
 from htr.tables import format_table
-from htr.timing import fix_threads, interleaved_medians
+from htr.timing import cpu_name, fix_threads, interleaved_medians
 
 if TYPE_CHECKING:
     from htr.train import HTRModule
@@ -73,7 +72,7 @@ def run(batch: int = 16, height: int = 48, width: int = 800, chars: int = 60, hi
     for mode, make in (("training", lambda m: training_step(m, train_batch)), ("inference", infer)):
         fns = {f"{cell}|{order}": make(m) for (cell, order), m in modules.items()}
         results[mode] = {k: v * 1e3 for k, v in interleaved_medians(fns, repeats=repeats).items()}
-    return {"torch": torch.__version__, "threads": threads, "cpu": platform.processor() or platform.machine(),
+    return {"torch": torch.__version__, "threads": threads, "cpu": cpu_name(),
             "batch": batch, "height": height, "width": width, "chars": chars, "hidden_size": hidden_size,
             "repeats": repeats, "ms": results}
 

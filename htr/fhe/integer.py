@@ -19,9 +19,14 @@ Number formats (per cell = one layer and direction):
       h_int' = clamp((u + v + 2^(F-1)) >> F, -Q, Q)          round half up
   No float is used between the input quantisation and the output (h_int / Q).
 
-The input projection W_int x_int for all steps is one matrix product. It is computed by float32
-BLAS on the integer values, which is exact (every partial sum is an integer below 2^24: asserted),
-hence identical to an int32 accumulation; the recurrence U_int h_int runs in numba with int32 sums.
+Kernels (``kernel=``), all with these integer results, bit for bit:
+- "vnni" (the default where the CPU has AVX-512 VNNI) and "generic" (any CPU), htr.nn.kernels_int: the
+  input projection of all steps as one int8 x int8 -> int32 GEMM (torch._int_mm), the recurrence for the
+  whole batch in numba, U_int h_int per step with VPDPBUSD (vnni) or plain loops (generic), int8 states
+  and outputs. They need int8 states (state_bits <= 8).
+- "reference": the first implementation, kept to check the others against: the input projection by
+  float32 BLAS on the integer values (exact: every partial sum is an integer below 2^24), one sequence
+  at a time in numba with int16 x int16 -> int32 sums; any state_bits up to 16.
 """
 from __future__ import annotations
 
@@ -33,9 +38,11 @@ import torch
 from numba import njit, prange
 from torch import Tensor, nn
 
+from htr.nn import kernels_int
 from htr.nn.recurrent import RecurrentLayer, ReluAddRecurrent
 
-SHIFT = 20
+SHIFT = kernels_int.SHIFT
+KERNELS = ("auto", "vnni", "generic", "reference")
 
 
 @njit(cache=True)
@@ -100,13 +107,52 @@ class _IntCell:
         self.u_int16 = self.u_int.astype(np.int16)  # same int8 values; int16 storage for the kernel
         self.b = cell.bias.detach().double().numpy()
         self.w_f32 = self.w_int.astype(np.float32).T.copy()  # (I, 2H) for the exact float32 product
+        self.w_t = np.ascontiguousarray(self.w_int.T)  # (I, 2H) int8 for the integer GEMM
+        self._fast: dict[tuple, tuple] = {}
+        self._mx: dict[tuple, tuple[float, np.ndarray]] = {}
+
+    def fast_constants(self, kernel: str, Q: int, F: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For the vnni / generic kernels, made once: U in the kernel's layout (htr.nn.kernels_int.pack),
+        the row scales s_w, M_h and C0 = B + 2^(S-1) - M_h 128 sum_k U[j, k], zero-padded to its rows."""
+        key = (kernel, Q, F)
+        if key not in self._fast:
+            packed, correction = kernels_int.pack(self.u_int, kernel)
+            _, mh, bias = self.multipliers(1.0, Q, F)
+            sw, mh, bias = (np.concatenate([v, np.zeros(len(correction) - len(v), v.dtype)])
+                            for v in (self.sw, mh, bias))
+            self._fast[key] = (packed, sw, mh, bias + (1 << (SHIFT - 1)) - mh * correction)
+        return self._fast[key]
+
+    def fast_mx(self, kernel: str, x_scale: float, Q: int, F: int) -> np.ndarray:
+        """M_x on the padded rows, as `multipliers` computes it; kept for the last input scale of each
+        (kernel, Q, F): the inputs of every layer after the first have the fixed scale 1 / Q."""
+        key = (kernel, Q, F)
+        cached = self._mx.get(key)
+        if cached is not None and cached[0] == x_scale:
+            return cached[1]
+        sw = self.fast_constants(kernel, Q, F)[1]
+        mx = np.rint(x_scale * sw * float(Q * 2 ** F) * 2 ** SHIFT).astype(np.int64)
+        self._mx[key] = (x_scale, mx)
+        return mx
+
+    def multipliers(self, x_scale: float, Q: int, F: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The fixed-point multipliers M_x, M_h and the bias B (2H,) int64 on the gate grid 1 / (Q 2^F)."""
+        QF = float(Q * 2 ** F)
+        mx = np.rint(x_scale * self.sw * QF * 2 ** SHIFT).astype(np.int64)
+        mh = np.rint(self.su / Q * QF * 2 ** SHIFT).astype(np.int64)
+        bias = np.rint(self.b * QF * 2 ** SHIFT).astype(np.int64)
+        return mx, mh, bias
 
 
 class IntegerReluAdd(RecurrentLayer):
-    """Integer-only inference copy of a ReluAddRecurrent (see the module docstring)."""
+    """Integer-only inference copy of a ReluAddRecurrent (see the module docstring).
+
+    kernel: "auto" (vnni where the CPU has it, else generic; reference for states wider than 8 bits),
+    "vnni", "generic" or "reference"; every kernel gives the same integers.
+    """
 
     def __init__(self, recurrent: ReluAddRecurrent, state_bits: int = 8, weight_bits: int = 8,
-                 input_bits: int = 8, frac_bits: int = 8) -> None:
+                 input_bits: int = 8, frac_bits: int = 8, kernel: str = "auto") -> None:
         super().__init__(recurrent.input_size, recurrent.hidden_size, recurrent.num_layers,
                          recurrent.bidirectional, 0.0, recurrent.batch_first)
         if not 2 <= weight_bits <= 8 or not 2 <= input_bits <= 8:
@@ -118,6 +164,21 @@ class IntegerReluAdd(RecurrentLayer):
         self.input_bits = input_bits
         self.state_bits = state_bits
         self.cells_int = [_IntCell(c, weight_bits) for c in recurrent.cells]
+        self.kernel = self._pick_kernel(kernel, state_bits)
+
+    @staticmethod
+    def _pick_kernel(kernel: str, state_bits: int) -> str:
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+        if kernel == "auto":
+            return "reference" if state_bits > 8 else ("vnni" if kernels_int.HAS_VNNI else "generic")
+        if kernel != "reference" and state_bits > 8:
+            raise ValueError(f"kernel {kernel!r} holds states in int8: state_bits must be <= 8, got {state_bits} "
+                             f"(kernel='reference' takes up to 16)")
+        if kernel == "vnni" and not kernels_int.HAS_VNNI:
+            raise ValueError("kernel 'vnni' needs a CPU with AVX-512 VNNI (and numba compiling for it); "
+                             "this one has none: use kernel='generic'")
+        return kernel
 
     @classmethod
     def from_float(cls, recurrent: ReluAddRecurrent, **kwargs) -> "IntegerReluAdd":
@@ -129,6 +190,7 @@ class IntegerReluAdd(RecurrentLayer):
         return self.cells_int[layer * self.num_directions + int(reverse)]
 
     def _run_cell(self, c: _IntCell, x_int: np.ndarray, x_scale: float, lengths: np.ndarray, reverse: bool):
+        """The reference kernel: one direction of one layer."""
         T, N, I = x_int.shape
         xmax = int(np.abs(x_int).max()) if x_int.size else 0
         if c.hidden_size * 127 * self.Q >= 2 ** 31:
@@ -140,17 +202,35 @@ class IntegerReluAdd(RecurrentLayer):
             if np.abs(accx).max() >= 2 ** 31:
                 raise ValueError("input projection overflows int32; lower state_bits")
             accx = accx.astype(np.int32)
-        QF = float(self.Q * 2 ** self.F)
-        mx = np.rint(x_scale * c.sw * QF * 2 ** SHIFT).astype(np.int64)
-        mh = np.rint(c.su / self.Q * QF * 2 ** SHIFT).astype(np.int64)
-        bias = np.rint(c.b * QF * 2 ** SHIFT).astype(np.int64)
+        mx, mh, bias = c.multipliers(x_scale, self.Q, self.F)
         out = np.zeros((T, N, c.hidden_size), dtype=np.int32)
         last = np.zeros((N, c.hidden_size), dtype=np.int32)
         _recurrence(accx, c.u_int16, mx, mh, bias, lengths, reverse, self.Q, self.F, out, last)
         return out, last
 
+    def _run_layer_fast(self, k: int, x_int: np.ndarray, x_scale: float, lengths: np.ndarray,
+                        order: np.ndarray, finals: list) -> np.ndarray:
+        """Layer k, both directions, with the vnni or generic kernel: int8 (T, N, C) -> int8 (T, N, D*H)."""
+        T, N, C = x_int.shape
+        H = self.hidden_size
+        out = np.zeros((T, N, H * self.num_directions), dtype=np.int8)
+        for d, rev in enumerate([False, True] if self.bidirectional else [False]):
+            c = self._cell(k, rev)
+            accx = kernels_int.int8_matmul(x_int.reshape(T * N, C), c.w_t).reshape(T, N, 2 * H)
+            packed, _, mh, c0 = c.fast_constants(self.kernel, self.Q, self.F)
+            mx = c.fast_mx(self.kernel, x_scale, self.Q, self.F)
+            last = np.empty((N, H), dtype=np.int32)
+            kernels_int.recurrence(self.kernel, accx, packed, mx, mh, c0, lengths, order, rev, self.Q, self.F,
+                                   out, d * H, last)
+            finals.append(last)
+        return out
+
     def forward_int(self, x: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """x (T, N, C) float -> integer outputs (T, N, D*H) and final states (L*D, N, H) (scale 1/Q)."""
+        """x (T, N, C) float32 -> integer outputs (T, N, D*H) and final states (L*D, N, H) (scale 1/Q);
+        int8 outputs from the vnni and generic kernels, int32 from the reference (the same values). The
+        fast kernels quantise x in float32 (as the layer passes it); the reference in x's own dtype."""
+        if self.kernel != "reference":
+            return self._forward_int_fast(x, lengths)
         qmax = 2 ** (self.input_bits - 1) - 1
         x_scale = max(float(np.abs(x).max()), 1e-12) / qmax
         x_int = np.clip(np.rint(x / x_scale), -qmax, qmax).astype(np.int32)
@@ -166,11 +246,27 @@ class IntegerReluAdd(RecurrentLayer):
             x_scale = 1.0 / self.Q
         return x_int, np.stack(finals)
 
-    def _run(self, x: Tensor, lengths: Tensor, final_state: bool = True) -> tuple[Tensor, Tensor]:
-        out, finals = self.forward_int(x.detach().float().cpu().numpy(), lengths.numpy())
+    def _forward_int_fast(self, x: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x_int, x_scale = kernels_int.quantize_input(np.ascontiguousarray(x, dtype=np.float32),
+                                                    float(2 ** (self.input_bits - 1) - 1))
+        lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+        order = np.argsort(-lengths, kind="stable").astype(np.int64)  # running sequences: a prefix
+        finals: list[np.ndarray] = []
+        for k in range(self.num_layers):
+            x_int = self._run_layer_fast(k, x_int, x_scale, lengths, order, finals)
+            x_scale = 1.0 / self.Q
+        return x_int, np.stack(finals)
+
+    def _run(self, x: Tensor, lengths: Tensor, final_state: bool = True) -> tuple[Tensor, Tensor | None]:
+        out, finals = self.forward_int(x.detach().float().cpu().contiguous().numpy(), lengths.numpy())
         scale = 1.0 / self.Q
-        return (torch.from_numpy(out.astype(np.float32) * scale).to(x.device),
-                torch.from_numpy(finals.astype(np.float32) * scale).to(x.device))
+        if self.kernel == "reference":
+            out = out.astype(np.float32) * scale
+        else:
+            out_int, out = out, np.empty(out.shape, dtype=np.float32)
+            kernels_int.dequantize(out_int, scale, out)
+        state = torch.from_numpy(finals.astype(np.float32) * scale).to(x.device) if final_state else None
+        return torch.from_numpy(out).to(x.device), state
 
 
 def swap_decoders(model: nn.Module, **kwargs) -> nn.Module:
@@ -229,6 +325,7 @@ def compare_on_folder(model: str, data: str, split: str = "val", batch_size: int
 def speed(input_size: int = 256, hidden_size: int = 256, steps: int = 128, batch: int = 1,
           num_layers: int = 2, bidirectional: bool = True, repeats: int = 10, threads: int = 1) -> dict:
     """Median inference seconds per call: float relu_add, integer relu_add, dynamic-int8 nn.GRU/nn.LSTM."""
+    from htr.bench.integer import dynamic_int8
     from htr.nn import build_recurrent
     from htr.timing import fix_threads, interleaved_medians
 
@@ -239,8 +336,7 @@ def speed(input_size: int = 256, hidden_size: int = 256, steps: int = 128, batch
     iq = IntegerReluAdd.from_float(ra)
     gru = nn.GRU(input_size, hidden_size, **kw).eval()
     lstm = nn.LSTM(input_size, hidden_size, **kw).eval()
-    qgru = torch.ao.quantization.quantize_dynamic(gru, {nn.GRU}, dtype=torch.qint8)
-    qlstm = torch.ao.quantization.quantize_dynamic(lstm, {nn.LSTM}, dtype=torch.qint8)
+    qgru, qlstm = dynamic_int8(gru), dynamic_int8(lstm)  # (quantize_dynamic on a bare nn.GRU returns it float)
     x = torch.randn(steps, batch, input_size)
     lengths = torch.full((batch,), steps, dtype=torch.int64)
 

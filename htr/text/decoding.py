@@ -16,9 +16,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from htr.errors import ShapeError, TimeLimitError
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
 
 BLANK = 0
 NEG_INF = -math.inf
+Impl = Literal["compiled", "python"]
+IMPLS: tuple[str, ...] = ("compiled", "python")
+_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)  # widened to float64 by numpy: the values of .double()
 
 
 def greedy_decode(log_probs: Tensor, lengths: Tensor | Sequence[int] | None = None,
@@ -72,8 +76,8 @@ def _lengths(lengths: Tensor | Sequence[int] | None, T: int, N: int) -> list[int
 
 def beam_search(log_probs: Tensor, beam_width: int = 10, lm: CharNgramLM | None = None,
                 lm_weight: float = 0.5, codec: Codec | None = None, insertion_bonus: float = 0.0,
-                char_prune: float = -10.0, blank: int = BLANK, deadline: float | None = None
-                ) -> tuple[list[int], float]:
+                char_prune: float = -10.0, blank: int = BLANK, deadline: float | None = None,
+                impl: Impl = "compiled") -> tuple[list[int], float]:
     """CTC prefix beam search over one line; returns the best ``(indices, confidence)``.
 
     log_probs: (T, C) log-probabilities of one line (slice off padding frames first).
@@ -83,14 +87,38 @@ def beam_search(log_probs: Tensor, beam_width: int = 10, lm: CharNgramLM | None 
     final ranking adds the end-of-line probability. ``codec`` maps indices to the LM's characters and
     is required with ``lm``. Characters below ``char_prune`` (log-prob) in a frame are not tried.
     ``deadline`` (a ``time.perf_counter()`` value): past it, the search stops with TimeLimitError.
+    ``impl``: "compiled" (numba, htr.text.beam_compiled; the default) or "python" (this module's
+    reference code); both find the same labelling and confidence (they may differ only on exact ties
+    of scores). The compiled search looks at the deadline every ``DEADLINE_FRAMES`` frames, the Python
+    one at every frame.
     """
     if log_probs.dim() != 2:
         raise ShapeError(f"log_probs has shape {tuple(log_probs.shape)}; expected (T, C) for one line")
     if lm is not None and codec is None:
         raise ValueError("beam_search with an lm needs the codec that maps indices to characters")
+    if lm is not None and blank != BLANK:
+        raise ValueError(f"blank={blank} with an lm; expected the codec's blank, index {BLANK}")
     if beam_width < 1:
         raise ValueError(f"beam_width={beam_width}; expected >= 1")
+    if impl not in IMPLS:
+        raise ValueError(f"impl={impl!r}; expected one of {', '.join(map(repr, IMPLS))}")
+    if impl == "compiled":
+        from htr.text.beam_compiled import beam_search_compiled  # numba's kernels: compiled or cached on first use
+
+        x = log_probs.detach().cpu()
+        lp = np.asarray(x.numpy() if x.dtype in _NUMPY_FLOATS else x.double().numpy(), dtype=np.float64)
+        tables = lm.tables() if lm is not None else None
+        char_ids = lm.char_ids(codec.charset) if lm is not None else None  # type: ignore[union-attr]
+        return beam_search_compiled(lp, beam_width, tables, char_ids, lm_weight, insertion_bonus, char_prune, blank,
+                                    deadline)
     lp = log_probs.detach().double().cpu().numpy()
+    return _beam_search_python(lp, beam_width, lm, lm_weight, codec, insertion_bonus, char_prune, blank, deadline)
+
+
+def _beam_search_python(lp: np.ndarray, beam_width: int, lm: CharNgramLM | None, lm_weight: float,
+                        codec: Codec | None, insertion_bonus: float, char_prune: float, blank: int,
+                        deadline: float | None) -> tuple[list[int], float]:
+    """The reference search over (T, C) float64 log-probabilities (see ``beam_search``)."""
     T, C = lp.shape
     if T == 0:
         return [], 1.0
@@ -156,7 +184,8 @@ def beam_search(log_probs: Tensor, beam_width: int = 10, lm: CharNgramLM | None 
 
 def decode_batch(log_probs: Tensor, lengths: Tensor | Sequence[int] | None = None,
                  beam_width: int = 1, **beam_kwargs) -> list[tuple[list[int], float]]:
-    """(T, N, C) -> one ``(indices, confidence)`` per line: greedy if ``beam_width == 1``, else beam search."""
+    """(T, N, C) -> one ``(indices, confidence)`` per line: greedy if ``beam_width == 1``, else beam search
+    (``beam_kwargs`` go to ``beam_search``: lm, codec, lm_weight, insertion_bonus, deadline, impl, ...)."""
     if beam_width <= 1:
         return greedy_decode(log_probs, lengths)
     if log_probs.dim() != 3:

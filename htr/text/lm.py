@@ -15,10 +15,43 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
 
 BOS = "\x02"  # pads the start of every line, never a real character
 EOS = "\x03"  # the end of a line, scored by ``score(prefix, EOS)``
+
+
+class LMTables(NamedTuple):
+    """A CharNgramLM as flat arrays, for the compiled beam search (htr.text.beam_compiled).
+
+    States are the contexts the model knows (those with counts), state 0 the empty context. Since
+    P(c | h) only depends on the longest known suffix of h (unknown contexts back off entirely), a line
+    so far is summed up by one state. Per state: ``total`` N(h) (0 for an empty context without counts),
+    ``types`` T(h), ``backoff`` the state of h[1:] (its longest known suffix; -1 for state 0), and its
+    entries ``ptr[s]:ptr[s+1]``: next-character ids (sorted), their counts and ``next``, the state after
+    that character (-1 after EOS). Character ids index ``chars``; a character the model never saw is -1.
+    """
+
+    chars: str
+    order: int
+    discount: float
+    uniform: float  # the unigram level's uniform floor, 1 / (len(vocab) + 2)
+    start: int  # the state of an empty line (its BOS padding)
+    eos: int  # the id of EOS
+    backoff: np.ndarray  # int32 (S,)
+    total: np.ndarray  # float64 (S,)
+    types: np.ndarray  # float64 (S,)
+    ptr: np.ndarray  # int64 (S + 1,)
+    entry_char: np.ndarray  # int32 (E,)
+    entry_count: np.ndarray  # float64 (E,)
+    entry_next: np.ndarray  # int32 (E,)
+
+    def char_ids(self, charset: str) -> np.ndarray:
+        """int32 (len(charset) + 1,): codec index -> character id (-1 for the blank and unseen characters)."""
+        ids = {ch: i for i, ch in enumerate(self.chars)}
+        return np.array([-1] + [ids.get(ch, -1) for ch in charset], dtype=np.int32)
 
 
 class CharNgramLM:
@@ -44,6 +77,8 @@ class CharNgramLM:
         self.vocab: set[str] = set()
         self._cache: dict[tuple[str, str], float] = {}
         self._totals: list[dict[str, tuple[int, int]]] = []
+        self._tables: LMTables | None = None
+        self._char_ids: dict[str, np.ndarray] = {}
 
     @classmethod
     def train(cls, texts: Iterable[str], order: int = 5, discount: float = 0.75) -> CharNgramLM:
@@ -73,6 +108,8 @@ class CharNgramLM:
         """Per-context totals N(h) and T(h), and a fresh score cache."""
         self._totals = [{h: (sum(c.values()), len(c)) for h, c in level.items()} for level in self.counts]
         self._cache = {}
+        self._tables = None
+        self._char_ids = {}
 
     def _prob(self, context: str, ch: str) -> float:
         k = len(context)
@@ -104,6 +141,61 @@ class CharNgramLM:
         """log P(text) as a sum of per-character scores (plus the end of line if ``eos``)."""
         total = sum(self.score(text[:i], ch) for i, ch in enumerate(text))
         return total + (self.score(text, EOS) if eos else 0.0)
+
+    def tables(self) -> LMTables:
+        """The model as flat arrays for compiled decoding (htr.text.beam_compiled); built on first use, in one
+        pass over its contexts, and kept until the counts are re-indexed."""
+        if self._tables is None:
+            self._tables = self._build_tables()
+        return self._tables
+
+    def char_ids(self, charset: str) -> np.ndarray:
+        """``tables().char_ids(charset)``, kept per charset: codec index -> the tables' character id."""
+        ids = self._char_ids.get(charset)
+        if ids is None:
+            ids = self._char_ids[charset] = self.tables().char_ids(charset)
+        return ids
+
+    def _build_tables(self) -> LMTables:
+        n = self.order - 1
+        ids: dict[str, int] = {"": 0}
+        for k in range(1, self.order):
+            for h in self._totals[k]:
+                ids.setdefault(h, len(ids))
+
+        def known_suffix(text: str) -> int:
+            """The state of the longest suffix of ``text`` the model knows."""
+            for i in range(len(text) + 1):
+                s = ids.get(text[i:])
+                if s is not None:
+                    return s
+            return 0
+
+        chars = "".join(sorted(self.vocab | {ch for level in self.counts for c in level.values() for ch in c} - {EOS}))
+        chars += EOS
+        char_id = {ch: i for i, ch in enumerate(chars)}
+        S = len(ids)
+        backoff = np.full(S, -1, dtype=np.int32)
+        total = np.zeros(S)
+        types = np.zeros(S)
+        ptr = np.zeros(S + 1, dtype=np.int64)
+        entry_char: list[int] = []
+        entry_count: list[int] = []
+        entry_next: list[int] = []
+        for h, s in ids.items():  # insertion order = state order
+            k = len(h)
+            if k:
+                backoff[s] = known_suffix(h[1:])
+            if h in self._totals[k]:
+                total[s], types[s] = self._totals[k][h]
+            for ch, c in sorted(self.counts[k].get(h, {}).items(), key=lambda kv: char_id[kv[0]]):
+                entry_char.append(char_id[ch])
+                entry_count.append(c)
+                entry_next.append(-1 if ch == EOS else known_suffix((h + ch)[max(len(h) + 1 - n, 0):]))
+            ptr[s + 1] = len(entry_char)
+        return LMTables(chars, self.order, self.discount, 1.0 / (len(self.vocab) + 2), known_suffix(BOS * n),
+                        char_id[EOS], backoff, total, types, ptr, np.array(entry_char, dtype=np.int32),
+                        np.array(entry_count, dtype=np.float64), np.array(entry_next, dtype=np.int32))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: order, discount, vocabulary and counts."""
