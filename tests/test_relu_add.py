@@ -37,8 +37,10 @@ def _inh(v, q):
     return torch.relu(v - q) - torch.relu(-v - q)
 
 
-def reference_cell(cell: ReluAddCell, x, lengths, h0=None, reverse=False):
-    """x (T, N, I) -> outputs (T, N, H) (zero past each length), h_n (N, H); one sequence at a time."""
+def reference_cell(cell: ReluAddCell, x, lengths, h0=None, reverse=False, clip=None):
+    """x (T, N, I) -> outputs (T, N, H) (zero past each length), h_n (N, H); one sequence at a time.
+    ``clip`` replaces the hard tanh (the surrogate-gradient test)."""
+    _clip_ = clip or _clip
     H = cell.hidden_size
     W, U, b = cell.weight_ih, cell.weight_hh, cell.bias
     W_s, W_n, U_s, U_n, b_s, b_n = W[:H], W[H:], U[:H], U[H:], b[:H], b[H:]
@@ -50,8 +52,8 @@ def reference_cell(cell: ReluAddCell, x, lengths, h0=None, reverse=False):
         col = [x.new_zeros(H) for _ in range(T)]
         for t in (range(L - 1, -1, -1) if reverse else range(L)):
             s = W_s @ x[t, i] + U_s @ h + b_s
-            n = _clip(W_n @ x[t, i] + U_n @ h + b_n)
-            h = _clip(_inh(h, torch.relu(s)) + _inh(n, torch.relu(-s)))
+            n = _clip_(W_n @ x[t, i] + U_n @ h + b_n)
+            h = _clip_(_inh(h, torch.relu(s)) + _inh(n, torch.relu(-s)))
             col[t] = h
         outs.append(torch.stack(col))
         finals.append(h)
@@ -185,6 +187,56 @@ def test_gradcheck_cell_with_initial_state(driver, reverse):
     g_h0, = torch.autograd.grad(out.sum() + h_n.sum(), [h0])
     assert g_h0.abs().sum() > 0
     assert torch.autograd.gradcheck(f, (x, h0, *params), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+class _SurrogateClip(torch.autograd.Function):
+    """clip(v) forward; slope 1 inside [-1, 1] and ``leak`` outside backward (exact at the kinks: a
+    forward written as clip(v) + leak * (v - clip(v)) - detached(same) would round off them)."""
+
+    @staticmethod
+    def forward(ctx, v, leak):
+        ctx.save_for_backward(v)
+        ctx.leak = leak
+        return _clip(v)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (v,) = ctx.saved_tensors
+        inside = ((v + 1 > 0) & ~(v - 1 > 0)).to(grad.dtype)  # the kernels' and torch's ReLU'(0) = 0
+        return grad * (inside + ctx.leak * (1 - inside)), None
+
+
+def _surrogate_cell(cell: ReluAddCell, x, leak):
+    """The cell over full-length sequences with the surrogate clips, its gates summed in the kernels'
+    order ((W x + b) + h U^T): ties at the kinks then fall the same way in both."""
+    xp = torch.nn.functional.linear(x, cell.weight_ih, cell.bias)  # (T, N, 2H)
+    h, outs = x.new_zeros(x.shape[1], cell.hidden_size), []
+    for t in range(x.shape[0]):
+        s, a = (xp[t] + h @ cell.weight_hh.t()).chunk(2, dim=-1)
+        h = _SurrogateClip.apply(_inh(h, torch.relu(s)) + _inh(_SurrogateClip.apply(a, leak), torch.relu(-s)), leak)
+        outs.append(h)
+    return torch.stack(outs)
+
+
+def test_clip_grad_leak_is_a_surrogate_slope(driver):
+    """clip_grad_leak changes the backward only: the outputs stay those of the exact cell, and the
+    gradients are those of the same equations with the clips' slope set to the leak outside [-1, 1]."""
+    leak, T, N = 0.1, 9, 5
+    cell = randomize_(ReluAddCell(5, 7, clip_grad_leak=leak), scale=2.0, seed=3).double()
+    x = torch.randn(T, N, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    out, _ = cell(x, torch.full((N,), T), x.new_zeros(N, 7))
+    want = _surrogate_cell(cell, x, leak)
+    assert torch.allclose(out, want, atol=1e-12)  # the forward of the exact cell
+    weights = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    params = [x, cell.weight_ih, cell.weight_hh, cell.bias]
+    got = torch.autograd.grad((out * weights).sum(), params)
+    for g, w in zip(got, torch.autograd.grad((want * weights).sum(), params)):
+        assert torch.allclose(g, w, atol=1e-10)
+    cell.clip_grad_leak = 0.0  # the exact derivative differs: saturated units get no gradient there
+    exact = torch.autograd.grad((cell(x, torch.full((N,), T), x.new_zeros(N, 7))[0] * weights).sum(), params)
+    assert not all(torch.allclose(g, e, atol=1e-6) for g, e in zip(got, exact))
+    with pytest.raises(ValueError, match="clip_grad_leak=1.5"):
+        ReluAddCell(5, 7, clip_grad_leak=1.5)
 
 
 def test_recurrent_weight_sees_in_place_data_updates():

@@ -19,7 +19,9 @@ Equations (H hidden units; g = [s | a] are the two H-wide halves of the pre-acti
     h_t   = clip(inh(h_{t-1}, ReLU(s_t)) + inh(n_t, ReLU(-s_t)))
     clip(v)   = ReLU(v + 1) - ReLU(v - 1) - 1
     inh(v, q) = ReLU(v - q) - ReLU(-v - q)
-Derivatives follow ReLU'(v) = [v > 0], so they match torch autograd of the same expressions exactly.
+Derivatives follow ReLU'(v) = [v > 0], so they match torch autograd of the same expressions exactly;
+with ``leak`` > 0 the backward uses a surrogate slope for the two clips instead: 1 inside [-1, 1],
+``leak`` outside, where the exact slope is 0 (the forward is unchanged; see htr.nn.relu_add).
 Sequences of length L[b] < T keep their state after step L[b] and emit zeros there (packed semantics).
 With reverse=True, step i of sequence b reads time L[b]-1-i, so the backward direction starts at each
 sequence's own end; gates, states and grad_gates stay in step order, outputs in time order.
@@ -44,6 +46,13 @@ def _ind(c):
 @njit(cache=True, inline="always")
 def _clip(v):
     return _relu(v + 1.0) - _relu(v - 1.0) - 1.0
+
+
+@njit(cache=True, inline="always")
+def _dclip(v, leak):
+    """Slope of clip at v: 1 inside, 0 outside; ``leak`` outside when training with the surrogate."""
+    d = _ind(v + 1.0 > 0.0) - _ind(v - 1.0 > 0.0)
+    return d + leak * (1.0 - d)
 
 
 @njit(cache=True, inline="always")
@@ -78,11 +87,12 @@ def forward_step(t, hu, xp, lengths, reverse, h_prev, h_new, out, gates_t):
 
 
 @njit(cache=True)
-def backward_step(t, dh, gates, states, lengths, reverse, grad_out, grad_gates):
+def backward_step(t, dh, gates, states, lengths, reverse, grad_out, grad_gates, leak):
     """Element-wise part of the backward of step t.
 
     On entry dh = dL/dh_t from later steps; on exit dh holds only the direct part of dL/dh_{t-1}
     (through inh(h_{t-1}, .)), and grad_gates[t] = dL/dg_t. The caller adds grad_gates[t] @ U to dh.
+    leak: the clips' surrogate slope outside [-1, 1] (0: the exact derivative).
     """
     B, H2 = grad_gates.shape[1:]
     H = H2 // 2
@@ -100,7 +110,7 @@ def backward_step(t, dh, gates, states, lengths, reverse, grad_out, grad_gates):
             p = _relu(s)
             q = _relu(-s)
             z = (_relu(hp - p) - _relu(-hp - p)) + (_relu(n - q) - _relu(-n - q))
-            dz = (dh[b, j] + go) * (_ind(z + 1.0 > 0.0) - _ind(z - 1.0 > 0.0))
+            dz = (dh[b, j] + go) * _dclip(z, leak)
             # inh(v, q): d/dv = [v-q>0] + [-v-q>0];  d/dq = [-v-q>0] - [v-q>0]
             hp_pos = _ind(hp - p > 0.0)
             hp_neg = _ind(-hp - p > 0.0)
@@ -110,7 +120,7 @@ def backward_step(t, dh, gates, states, lengths, reverse, grad_out, grad_gates):
             dq = dz * (n_neg - n_pos)
             dn = dz * (n_pos + n_neg)
             grad_gates[t, b, j] = dp * _ind(s > 0.0) - dq * _ind(-s > 0.0)
-            grad_gates[t, b, H + j] = dn * (_ind(a + 1.0 > 0.0) - _ind(a - 1.0 > 0.0))
+            grad_gates[t, b, H + j] = dn * _dclip(a, leak)
             dh[b, j] = dz * (hp_pos + hp_neg)
 
 
@@ -148,18 +158,18 @@ def relu_add_infer(xp, u_t, lengths, reverse, h, out):
 
 
 @njit(cache=True)
-def relu_add_backward(gates, states, u, lengths, reverse, grad_out, grad_hn, grad_gates):
+def relu_add_backward(gates, states, u, lengths, reverse, grad_out, grad_hn, grad_gates, leak):
     """Back-propagate through time with the loop in machine code; returns dL/dh_0.
 
     u (2H, H) is the untransposed recurrent weight (dh_{t-1} += dg_t @ u); grad_out (T, B, H) and
     grad_hn (B, H) are the incoming gradients; grad_gates (T, B, 2H) is written with dL/dXp, in step
-    order (the caller maps it back to time order when reverse).
+    order (the caller maps it back to time order when reverse); leak as in `backward_step`.
     """
     T = gates.shape[0]
     dh = grad_hn.copy()
     dhu = np.empty_like(dh)
     for t in range(T - 1, -1, -1):
-        backward_step(t, dh, gates, states, lengths, reverse, grad_out, grad_gates)
+        backward_step(t, dh, gates, states, lengths, reverse, grad_out, grad_gates, leak)
         np.dot(grad_gates[t], u, dhu)  # (B, 2H) @ (2H, H) -> (B, H)
         dh += dhu
     return dh

@@ -23,6 +23,8 @@ class RecognizerConfig:
     dropout: float = 0.2            # between recurrent layers and before the classifier
     gate_bias: float = 1.0          # relu_add only: initial gate-score bias b_s; +1 starts forgetful,
                                     # which trains faster on lines (docs/results/synthetic.md)
+    clip_grad_leak: float = 0.0     # relu_add only, training only: the clips' surrogate slope outside
+                                    # [-1, 1] in the backward (0: the exact derivative); htr.nn.relu_add
     lstm_forget_bias: float | None = 1.0  # lstm only: initial forget-gate bias (remember at first, as
                                     # Keras does by default); None keeps torch's uniform init
 
@@ -51,7 +53,7 @@ class Recognizer(nn.Module):
                                   pool_before_norm=config.pool_before_norm)
         self.decoder = build_recurrent(config.cell, config.feature_size, config.hidden_size, config.num_layers,
                                        config.bidirectional, config.dropout, gate_bias=config.gate_bias,
-                                       forget_bias=config.lstm_forget_bias)
+                                       forget_bias=config.lstm_forget_bias, clip_grad_leak=config.clip_grad_leak)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(self.decoder.output_size, num_classes)
 
