@@ -347,9 +347,12 @@ def _transcribe_pages(args: argparse.Namespace, paths: list[Path], failures: "_F
 def cmd_export(args: argparse.Namespace) -> None:
     from htr.inference import Transcriber
     from htr.text.lm import CharNgramLM
+    from htr.textfile import read_text
 
     model = Transcriber.from_checkpoint(args.ckpt)
-    texts = [line.split("\t", 1)[-1] for f in args.lm_text or [] for line in Path(f).read_text("utf-8").splitlines()]
+    # read_text: a file that is not UTF-8 is a DatasetError naming it, its line and byte (one clean error line)
+    texts = [line.split("\t", 1)[-1] for f in args.lm_text or []
+             for line in read_text(f, what="a UTF-8 TSV or text file for --lm-text").splitlines()]
     if args.lm_data:
         from htr.evaluate import build_datamodule
         from htr.text.codec import normalize_text

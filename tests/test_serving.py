@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import run_cli
 from PIL import Image
 
 from htr.cli import main
@@ -28,17 +29,6 @@ def model(one_thread):
     if MODEL not in shipped_models():
         pytest.skip(f"no shipped {MODEL} model")
     return load_model(MODEL)
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """`htr ARGV` in-process, errors handled as by the `htr` command -> (exit status, stdout, stderr)."""
-    code = 0
-    try:
-        main(list(argv), clean_errors=True)
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def error_lines(err: str) -> list[str]:

@@ -85,16 +85,18 @@ def prepare_samples(samples: Sequence[LineSample], codec: Codec, unknown: Unknow
     """Clean labels and drop unusable samples, with counts. Returns (kept samples, stats).
 
     Kept samples carry the normalised reference text, unknown characters included (``"drop"`` removes
-    them from the training target only, so metrics still count them as errors); a line with nothing
-    left after dropping is left out as ``empty_text``.
+    them from the training target only, so metrics still count them as errors); a line whose label holds
+    only unknown characters has no target left: it is left out and kept aside in ``unknown_only``, so
+    that evaluation can still score it (htr.evaluate), never silently.
     stats: ``read`` (samples in), ``kept``, ``unknown_chars`` (char -> count), ``skipped_unknown`` (lines
-    left out by unknown="skip_line"), ``empty_text``, ``bad_images`` (id -> reason).
+    left out by unknown="skip_line"), ``empty_text`` (empty labels), ``unknown_only`` (id -> the sample,
+    with its normalised reference text; its image is not checked here), ``bad_images`` (id -> reason).
     """
     if bad_images not in ("skip", "error"):
         raise ValueError(f"bad_images={bad_images!r}; expected 'skip' or 'error'")
     texts, unknown_counts = clean_labels([s.text for s in samples], codec, unknown, source)
     stats: dict[str, Any] = {"source": source, "read": len(samples), "unknown_chars": dict(unknown_counts),
-                             "skipped_unknown": 0, "empty_text": 0, "bad_images": {}}
+                             "skipped_unknown": 0, "empty_text": 0, "unknown_only": {}, "bad_images": {}}
     kept: list[LineSample] = []
     pages: dict[Path, tuple[int, int] | ImageError] = {}  # RIMES: many lines share a page, decode it once
     for s, text in zip(samples, texts):
@@ -102,7 +104,11 @@ def prepare_samples(samples: Sequence[LineSample], codec: Codec, unknown: Unknow
             stats["skipped_unknown"] += 1
             continue
         if not text:
-            stats["empty_text"] += 1
+            reference = normalize_text(s.text)
+            if reference:  # only unknown characters: no training target, but a line to score
+                stats["unknown_only"][s.id] = LineSample(s.id, reference, s.image_path, s.box, s.image_bytes)
+            else:
+                stats["empty_text"] += 1
             continue
         if check_images:
             try:
@@ -141,6 +147,10 @@ def report(stats: dict[str, Any]) -> None:
         log.warning("%s: %d lines left out for unknown characters (unknown='skip_line')", src, stats["skipped_unknown"])
     if stats["empty_text"]:
         log.warning("%s: %d lines left out with an empty transcription", src, stats["empty_text"])
+    if stats.get("unknown_only"):
+        log.warning("%s: %d lines left out of the dataset: their labels hold only characters outside the charset "
+                    "(htr evaluate still scores them): %s", src, len(stats["unknown_only"]),
+                    ", ".join(list(stats["unknown_only"])[:5]) + (" ..." if len(stats["unknown_only"]) > 5 else ""))
     bad = stats["bad_images"]
     if bad:
         shown = "; ".join(list(bad.values())[:5]) + (f"; ... {len(bad) - 5} more" if len(bad) > 5 else "")

@@ -11,6 +11,7 @@ one config value away (``height: 128``) for GPU runs.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import warnings
 from collections.abc import Sequence
@@ -19,15 +20,25 @@ from typing import Any, Literal, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, JpegImagePlugin, UnidentifiedImageError
 from torch import Tensor
 
 from htr.errors import ImageError
 
+log = logging.getLogger(__name__)
+
 ImageSource = Union[str, "os.PathLike[str]", bytes, Image.Image]
 
 MAX_PIXELS = 60_000_000  # a RIMES page scan is ~9 Mpx; far above that is a decompression bomb or a mistake
+# Decode budget: the bytes one image may take while it is read and turned into grayscale (decode_bytes).
+# 300 MB admits every mode up to MAX_PIXELS (a 60 Mpx RGB(A) image: 4 + 1 bytes per pixel) and keeps one
+# file's cost bounded when max_pixels is raised; big colour JPEGs are then decoded as grayscale (draft).
+MAX_DECODE_BYTES = 300_000_000
 MIN_SIDE = 4  # narrower/shorter than this cannot hold a written character
+BAND_PIXELS = 1 << 19  # big images are converted to grayscale in bands of about this many pixels
+# Bytes Pillow stores per pixel of a decoded mode; every mode not listed takes 4 (RGB is stored as RGBX,
+# LA as LXXA, I and F are 32-bit).
+_STORAGE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 
 
 def _name(source: Any) -> str:
@@ -38,13 +49,29 @@ def _name(source: Any) -> str:
     return os.fspath(source)
 
 
-def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE) -> Image.Image:
+def decode_bytes(size: tuple[int, int], mode: str) -> int:
+    """Bytes ``load_image`` needs for a (w, h) image of PIL ``mode``: the decoded pixels as Pillow stores them
+    (1 byte per pixel for 1/L/P, 2 for 16-bit, 4 for the rest, RGB included) plus the 1-byte grayscale result
+    (or its EXIF-turned copy). The conversion runs in bands of about BAND_PIXELS pixels, whose working
+    copies add at most about 15 MB."""
+    w, h = size
+    return w * h * (_STORAGE_BYTES.get(mode, 4) + 1)
+
+
+def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE,
+               max_bytes: int = MAX_DECODE_BYTES, reduce: bool = False) -> Image.Image:
     """Read any image file (path, bytes or PIL image) as an 8-bit grayscale ("L") PIL image.
 
     Palette, 1-bit, 16/32-bit integer, float, RGB(A), LA and CMYK inputs are converted; transparent pixels
     are composited on white paper; an EXIF orientation tag (phone photos) is applied, so the line is read
     as it is displayed. Raises ImageError naming the file for: missing, empty, corrupt or
     truncated files, sizes above ``max_pixels`` (decompression bombs) and sides below ``min_side`` px.
+
+    Memory: the header's size and mode are checked against ``max_bytes`` (``decode_bytes``) before any
+    pixel is decoded. A JPEG over the budget is decoded directly as grayscale (``Image.draft``); with
+    ``reduce`` (callers that use no pixel coordinates of the file, e.g. transcribing an upload) a JPEG over
+    ``max_pixels`` or ``max_bytes`` is decoded at 1/2, 1/4 or 1/8 of its size, with a logged warning and
+    ``info["reduced_from"]`` = the file's (w, h). Any other image over the budget is an ImageError.
     """
     name = _name(source)
     im: Image.Image | None = None
@@ -60,12 +87,12 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, min_side: int 
             elif not source:
                 raise ImageError("empty image bytes; expected an image")
             with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                # Pillow's warning threshold (~89 Mpx) is left to max_pixels below; its hard limit (twice
+                # that) still raises DecompressionBombError here
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 im = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
-        w, h = im.size  # from the header: checked before anything is decoded
-        if w * h > max_pixels:
-            raise ImageError(f"{name}: {w}x{h} = {w * h} pixels; expected at most {max_pixels} "
-                             f"(decompression bomb guard, raise max_pixels for bigger scans)")
+        reduced_from = _check_size(im, name, max_pixels, max_bytes, may_draft=im is not source, reduce=reduce)
+        w, h = im.size
         if min(w, h) < min_side:
             raise ImageError(f"{name}: {w}x{h} pixels; expected both sides >= {min_side} for a text line")
         prev = ImageFile.LOAD_TRUNCATED_IMAGES
@@ -75,7 +102,14 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, min_side: int 
             im.load()
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = prev
-        return to_grayscale(_upright(im, copy=im is source), name)
+        orientation = exif_orientation(im)  # after load: a PNG's EXIF may follow its pixels
+        gray = to_grayscale(im, name)
+        if gray is not im and im is not source:
+            im.close()  # the decoded pixels go before the grayscale copy is turned
+        gray = _turn(gray, orientation)
+        if reduced_from is not None:
+            gray.info["reduced_from"] = reduced_from
+        return gray
     except ImageError:
         _close(im, source)
         raise
@@ -87,6 +121,38 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, min_side: int 
                          f"expected a complete PNG/JPEG/TIFF/... file") from None
 
 
+def _check_size(im: Image.Image, name: str, max_pixels: int, max_bytes: int, may_draft: bool,
+                reduce: bool) -> tuple[int, int] | None:
+    """ImageError unless ``im`` (not decoded yet: its header) fits ``max_pixels`` and ``max_bytes``, after a
+    JPEG draft where that helps (grayscale decoding; with ``reduce`` also 1/2, 1/4, 1/8 of the size), if
+    ``may_draft`` (never on the caller's own image). Returns the file's size when the draft reduced it."""
+    w, h = size = im.size
+    mode = im.mode
+    if w * h <= max_pixels and decode_bytes(size, mode) <= max_bytes:
+        return None
+    if (may_draft and isinstance(im, JpegImagePlugin.JpegImageFile) and not im.decoderconfig
+            and (w * h <= max_pixels or reduce)):
+        drafted = "L" if mode in ("L", "RGB") else mode  # libjpeg decodes colour as gray, not CMYK
+        for scale in (1, 2, 4, 8) if reduce else (1,):
+            out = (-(-w // scale), -(-h // scale))  # libjpeg rounds up
+            if out[0] * out[1] <= max_pixels and decode_bytes(out, drafted) <= max_bytes:
+                im.draft("L", (w // scale, h // scale))
+                if im.size[0] * im.size[1] <= max_pixels and decode_bytes(im.size, im.mode) <= max_bytes:
+                    if im.size == size:
+                        return None
+                    log.warning("%s: %dx%d px JPEG decoded at %dx%d (1/%d) to stay within max_pixels=%d and "
+                                "max_bytes=%d", name, w, h, *im.size, scale, max_pixels, max_bytes)
+                    return size
+                break
+    if w * h > max_pixels:
+        raise ImageError(f"{name}: {w}x{h} = {w * h} pixels; expected at most {max_pixels} "
+                         f"(decompression bomb guard, raise max_pixels for bigger scans)")
+    need = decode_bytes(im.size, im.mode)
+    raise ImageError(f"{name}: {im.size[0]}x{im.size[1]} pixels of mode {im.mode} need {need:,} bytes to decode "
+                     f"({_STORAGE_BYTES.get(im.mode, 4)} + 1 per pixel); expected at most max_bytes={max_bytes:,} "
+                     f"(decode budget, raise max_bytes for bigger scans)")
+
+
 def exif_orientation(im: Image.Image) -> int:
     """The EXIF orientation tag (1..8; 1 = upright, also when there is no tag or the EXIF block is unreadable)."""
     try:
@@ -96,15 +162,20 @@ def exif_orientation(im: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _upright(im: Image.Image, copy: bool) -> Image.Image:
-    """``im`` turned as its EXIF orientation says (PIL.ImageOps.exif_transpose); the caller's own image
-    (``copy``) is never changed in place."""
-    if exif_orientation(im) == 1:
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}  # as PIL.ImageOps.exif_transpose
+
+
+def _turn(im: Image.Image, orientation: int) -> Image.Image:
+    """``im`` turned as an EXIF ``orientation`` says (a new image; the caller's is never changed), without
+    the orientation tags, so that reading the result again does not turn it twice."""
+    if orientation not in _TRANSPOSE:
         return im
-    if copy:
-        return ImageOps.exif_transpose(im)
-    ImageOps.exif_transpose(im, in_place=True)
-    return im
+    out = im.transpose(_TRANSPOSE[orientation])
+    for key in ("exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp"):
+        out.info.pop(key, None)
+    return out
 
 
 def image_extensions() -> frozenset[str]:
@@ -129,10 +200,35 @@ def _close(im: Image.Image | None, source: Any) -> None:
 
 
 def to_grayscale(im: Image.Image, name: str = "<image>") -> Image.Image:
-    """Any PIL mode -> "L"; alpha composited on white; high bit depths scaled to 0..255."""
+    """Any PIL mode -> "L"; alpha composited on white; high bit depths scaled to 0..255.
+
+    Images above BAND_PIXELS are converted in bands of rows (the same per-pixel operations), so the
+    conversion's working copies stay a few MB whatever the image's size and mode."""
     mode = im.mode
     if mode == "L" and "transparency" not in im.info:
         return im
+    top = _int_top(im) if mode.startswith("I") or mode == "F" else 255.0
+    w, h = im.size
+    rows = max(1, BAND_PIXELS // max(w, 1))
+    if rows >= h:
+        return _gray_band(im, top, name)
+    out = Image.new("L", im.size)
+    for y in range(0, h, rows):
+        out.paste(_gray_band(im.crop((0, y, w, min(h, y + rows))), top, name), (0, y))
+    return out
+
+
+def _int_top(im: Image.Image) -> float:
+    """The value that 16/32-bit integer and float images map to 255: 1.0 (float images within 0..1), 255,
+    65535 (I;16* use 0..65535), or the image's own maximum above 16 bits; from the whole image."""
+    hi = max(im.getextrema()[1], 0)  # type: ignore[type-var]
+    top = 1.0 if im.mode == "F" and hi <= 1.0 else 255.0 if hi <= 255 else 65535.0
+    return float(hi) if hi > 65535 else top
+
+
+def _gray_band(im: Image.Image, top: float, name: str) -> Image.Image:
+    """One image (or band of rows) of any mode -> "L"; ``top``: see _int_top."""
+    mode = im.mode
     if mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
         mode = im.mode
@@ -140,15 +236,10 @@ def to_grayscale(im: Image.Image, name: str = "<image>") -> Image.Image:
         im = im.convert("RGBA" if mode == "RGB" else "LA")
         mode = im.mode
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        base = im.convert("RGBA")
-        paper = Image.new("RGBA", base.size, (255, 255, 255, 255))
-        return Image.alpha_composite(paper, base).convert("L")
+        base = im if mode == "RGBA" else im.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", base.size, (255, 255, 255, 255)), base).convert("L")
     if mode.startswith("I") or mode == "F":
         a = np.asarray(im).astype(np.float64)
-        # I;16* images use 0..65535; 32-bit ones are scaled by their own range if above 16 bits.
-        top = 1.0 if mode == "F" and a.max(initial=0) <= 1.0 else 255.0 if a.max(initial=0) <= 255 else 65535.0
-        if a.max(initial=0) > 65535:
-            top = float(a.max())
         return Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     try:
         return im.convert("RGB").convert("L") if mode not in ("1", "RGB") else im.convert("L")
