@@ -1,6 +1,6 @@
 """How often the shipped relu_add's units sit in their clips on poilus val lines (docs/results/recognition.md).
 
-    python docs/results/recognition/saturation/relu_add_saturation.py [model]     # default: relu_add
+    python docs/results/recognition/saturation/relu_add_saturation.py [model name or file]   # default: relu_add
 
 For 48 val lines (random.Random(0)), per layer and direction, the share of (step, unit) values with
 the state at +-1 (the outer clip saturated: zero exact slope), the candidate's pre-activation beyond
