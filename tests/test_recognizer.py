@@ -124,7 +124,7 @@ def test_config_round_trip_and_unknown_cell():
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_recognizer_runs_torch_layers_unpacked_on_cpu(cell, monkeypatch):
     """The recogniser needs only the decoder's outputs, so on CPU gru and lstm take the padded path
-    (packing is 2.5-4x slower there); a caller that wants final states still gets them packed."""
+    (packing is slower there: docs/results/cells.md); a caller that wants final states still gets them packed."""
     import htr.nn.recurrent as recurrent
 
     def no_packing(*args, **kwargs):

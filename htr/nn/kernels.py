@@ -12,13 +12,8 @@ Two drivers share those element-wise kernels:
   step, which is faster than scipy's BLAS there (docs/results/cells.md); the per-step call overhead
   is then small against the product.
 
-Equations (H hidden units; g = [s | a] are the two H-wide halves of the pre-activations):
-    g_t   = Xp_t + h_{t-1} U^T                 Xp_t = W x_t + b, computed outside
-    s_t   = g_t[:H]                             gate score
-    n_t   = clip(g_t[H:])                       candidate
-    h_t   = clip(inh(h_{t-1}, ReLU(s_t)) + inh(n_t, ReLU(-s_t)))
-    clip(v)   = ReLU(v + 1) - ReLU(v - 1) - 1
-    inh(v, q) = ReLU(v - q) - ReLU(-v - q)
+The equations are htr.nn.relu_add's; here the pre-activations g_t = Xp_t + h_{t-1} U^T (Xp_t = W x_t + b,
+computed outside) are split into g = [s | a], the gate score s and the candidate's input a (n = clip(a)).
 Derivatives follow ReLU'(v) = [v > 0], so they match torch autograd of the same expressions exactly;
 with ``leak`` > 0 the backward uses a surrogate slope for the two clips instead: 1 inside [-1, 1],
 ``leak`` outside, where the exact slope is 0 (the forward is unchanged; see htr.nn.relu_add).
