@@ -1,7 +1,7 @@
 """The Gradio app: drop in a handwritten line (or a short paragraph), see what each recurrent decoder reads
 and what it costs.
 
-    htr app [--model relu_add --model gru ...] [--ckpt X.ckpt ...] [--host 127.0.0.1] [--port 7860] [--share]
+    htr app [--model relu_add --model gru ...] [--ckpt X.ckpt ...] [--integer] [--host 127.0.0.1] [--port 7860]
 
 UI only: the models come from htr.inference.load_models, each request goes to htr.compare.Batcher (image
 reading, line segmentation, per-stage latency, the request's limits); this module lays out the page,
@@ -365,9 +365,24 @@ def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, sha
     return url
 
 
+def with_integer_columns(models: dict[str, Transcriber]) -> dict[str, Transcriber]:
+    """The models, each relu_add one followed by its integer-decoder copy (``<name>-integer``).
+
+    The integer decoder quantises its input with one scale per call, so a line recognised together with
+    other requests' lines may read slightly differently than alone (htr.fhe.integer)."""
+    out: dict[str, Transcriber] = {}
+    for name, model in models.items():
+        out[name] = model
+        if model.cell == "relu_add":
+            out[f"{name}-integer"] = model.with_integer_decoder()
+    return out
+
+
 def main(args: Any) -> None:
     """`htr app`: load the models, build the UI and serve it until interrupted."""
     models = load_models([*(args.model or []), *(args.ckpt or [])])
+    if getattr(args, "integer", False):  # each relu_add model also as an integer-decoder column
+        models = with_integer_columns(models)
     print(f"models: {', '.join(f'{n} ({m.cell})' for n, m in models.items())}", flush=True)
     demo = build_app(models, repeats=args.repeats)
     serve(demo, args.host, args.port, share=args.share)

@@ -7,7 +7,7 @@
                    [--out DIR] [--on-error skip|stop]         (a bad file: one error line, exit status 1)
     htr export CKPT OUT.safetensors [--lm-text train.tsv] [--lm-data config.yaml]
     htr bench cells|step|malloc|adding|fhe|integer|load|app|decode ...
-    htr app [--model NAME ...] [--ckpt PATH ...] [--host 127.0.0.1] [--port 7860] [--share]
+    htr app [--model NAME ...] [--ckpt PATH ...] [--integer] [--host 127.0.0.1] [--port 7860] [--share]
 
 Errors (a bad file, option, model or dataset) print one line, `htr: error: ...`, and exit with status 1;
 add --debug (or set HTR_DEBUG=1) for the traceback.
@@ -419,6 +419,8 @@ def _app_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     p.add_argument("--repeats", type=int, default=3, help="runs of the model part per request (median reported)")
+    p.add_argument("--integer", action="store_true",
+                   help="add a column per relu_add model with its decoder in integers (int8 weights and states)")
     p.set_defaults(func=_serve_app)
 
 

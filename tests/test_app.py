@@ -271,3 +271,23 @@ def test_bench_reports_levels_and_fails_on_a_wrong_answer(client, models, monkey
         bench.main(args)
     assert info.value.code == 1
     assert json.loads(capsys.readouterr().out)["levels"][0]["failed"]
+
+
+def test_integer_columns_follow_their_relu_add_model(models):
+    """`htr app --integer`: each relu_add model is followed by its integer-decoder copy, which the app's
+    requests run like any model and which reads the example line as the float model does, or nearly."""
+    import editdistance
+
+    from htr.compare import transcribe
+
+    relu_add = [n for n, m in models.items() if m.cell == "relu_add"]
+    if not relu_add:
+        pytest.skip("no shipped relu_add model")
+    with_integer = ui.with_integer_columns(models)
+    names = list(with_integer)
+    for n in relu_add:
+        assert names[names.index(n) + 1] == f"{n}-integer"
+    assert len(names) == len(models) + len(relu_add)
+    report = transcribe(with_integer, str(EXAMPLE), names=[relu_add[0], f"{relu_add[0]}-integer"], repeats=1)
+    float_text, int_text = (r["text"] for r in report["results"])
+    assert editdistance.eval(float_text, int_text) <= max(1, len(float_text) // 10), (float_text, int_text)
