@@ -2,8 +2,8 @@
 
 Skipped, with the reason, when the extra is not installed or does not import (`pip install -e .[fhe]`);
 under CI=true (where `make venv` installs it) that fails instead.
-The default suite keeps one small real encrypted run (relu_add, H=2, T=2, 3-bit values: keys in a
-few seconds); the larger encrypted runs (GRU with encrypted products, the adding model end to end,
+The default suite keeps small real encrypted runs (the relu_add forms, H=2, T=2, 3-bit values: keys
+in a few seconds each); the larger encrypted runs (GRU with encrypted products, the adding model end to end,
 the quick benchmark) are marked slow.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ def test_round_bit_pattern_matches_clear_round():
         assert np.array_equal(fhe.round_bit_pattern(v, lsbs_to_remove=k), ClearOps.round(v, k))
 
 
-@pytest.mark.parametrize("kind", ["relu_add", "gru", "gru_mv"])
+@pytest.mark.parametrize("kind", ["relu_add", "relu_add_packed", "relu_add_plain", "relu_add01", "gru", "gru_mv"])
 def test_simulation_equals_clear_integer_model(kind):
     cell, inputs = _cell(kind, H=3, T=3)
     circuit = C.compile_cell(cell, 3, inputs, C.configuration(fhe_execution=False, fhe_simulation=True))
@@ -54,6 +54,39 @@ def test_encrypted_relu_add_equals_simulation(tmp_path_factory):
     assert res["encrypted_equals_simulate"] and res["simulate_equals_clear"]
     assert res["params"]["pbs_count"] > 0 and res["params"]["bootstrap_keys"]
     assert res["timing"]["run_s"] > 0
+
+
+# Lookups per unit of a T-step circuit (state copy on), derived by hand (docs/results/fhe.md):
+# plain: step 1 has 7 (Concrete merges ReLU(0 - q) and ReLU(-0 - q)), later steps 8, a copy after every
+# step but the last; relu: step 1 has 4 (h_0 = 0: no q, u or clip); packed and relu_add01: 3, later 6.
+DERIVED_LOOKUPS = {"relu_add_plain": lambda T: 9 * T - 2, "relu_add": lambda T: 9 * T - 5,
+                   "relu_add_packed": lambda T: 7 * T - 4, "relu_add01": lambda T: 7 * T - 4}
+
+
+@pytest.mark.parametrize("kind", sorted(DERIVED_LOOKUPS))
+def test_measured_bootstraps_equal_the_derived_count(kind):
+    H, T = 2, 3
+    cell, inputs = _cell(kind, H=H, T=T)
+    circuit = C.compile_cell(cell, T, inputs, C.configuration(fhe_execution=False, fhe_simulation=True))
+    rounding = H * T * (cell.lsbs["s"] + cell.lsbs["n"])  # one bit-extraction bootstrap per dropped bit
+    assert rounding > 0
+    assert circuit.programmable_bootstrap_count == H * DERIVED_LOOKUPS[kind](T) + rounding
+
+
+@pytest.mark.parametrize("kind", ["relu_add_packed", "relu_add01"])
+def test_encrypted_relu_add_forms_equal_simulation(kind):
+    cell, inputs = _cell(kind, H=2, T=2)
+    res = C.compile_and_run(cell, 2, inputs, inputs[:2], C.configuration(key_cache=C.temp_key_cache()))
+    assert res["encrypted_equals_simulate"] and res["simulate_equals_clear"]
+
+
+def test_benchmark_complexity_only():
+    rec = run_config(2, 2, ("relu_add", "gru"), DEFAULT_SPEC, runs=2, timeout_s=300, complexity_only=True,
+                     state_copy="yes")
+    for c in rec["cells"].values():
+        assert c["status"] == "done" and c["simulate_equals_clear"] and "run_s" not in c
+        assert c["params"]["pbs_count"] > 0 and c["pbs_per_unit_step"] > 0
+    assert rec["complexity_ratio_gru_over_relu_add"] > 1 and rec["pbs_ratio_gru_over_relu_add"] > 1
 
 
 @pytest.mark.slow

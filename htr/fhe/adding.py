@@ -10,6 +10,9 @@
 3. Compare on a fixed test set: float model, clear integer model (MSE, max |int - float|).
 4. Compile the T-step circuit (cell + head; the head is clear-weight additions only), keygen, run a
    few test inputs encrypted; decrypted predictions must equal the clear integer model's exactly.
+
+Also relu_add01, the TFHE-lean variant of the cell (ReluAdd01Cell, Adding01Model), and `long_memory`:
+the adding problem at T = 200 in float for relu_add and relu_add01 (`htr bench fhe --memory`).
 """
 from __future__ import annotations
 
@@ -18,12 +21,93 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.nn import functional as F
 
 from htr.fhe.quantize import ClearOps, QuantSpec, calibrate, quantize_inputs, quantize_relu_add
-from htr.tasks.adding import AddingModel, adding_batch
+from htr.nn.relu_add import ReluAddCell
+from htr.tasks.adding import BASELINE_MSE, AddingModel, adding_batch
 
 E2E_SPEC = QuantSpec(input_bits=4, state_bits=4, weight_bits=4, acc_bits=5)
+
+
+class ReluAdd01Cell(ReluAddCell):
+    """relu_add01, the TFHE-lean variant of relu_add: state and candidate in [0, 1].
+
+        n_t = min(ReLU(W_n x_t + U_n h_{t-1} + b_n), 1)
+        h_t = min(ReLU(h_{t-1} - ReLU(s_t)) + ReLU(n_t - ReLU(-s_t)), 1)
+
+    With both operands of inh >= 0, inh(v, g) = ReLU(v - g): one ReLU per term (relu_add: two). Same
+    parameters and initialisation as ReluAddCell; a plain torch loop (for the adding problem only).
+    """
+
+    def step(self, x_t: Tensor, h_prev: Tensor) -> Tensor:
+        return self.update(h_prev, F.linear(x_t, self.weight_ih, self.bias) + h_prev @ self.weight_hh.t())
+
+    @staticmethod
+    def update(h_prev: Tensor, gates: Tensor) -> Tensor:
+        s, a = gates.chunk(2, dim=-1)
+        n = a.clamp(0.0, 1.0)
+        return (F.relu(h_prev - F.relu(s)) + F.relu(n - F.relu(-s))).clamp(max=1.0)
+
+
+class Adding01Model(nn.Module):
+    """AddingModel with a relu_add01 layer: (T, N, 2) -> (N,)."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.cell = ReluAdd01Cell(2, hidden_size)
+        self.readout = nn.Linear(hidden_size, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        c = self.cell
+        xp = F.linear(x, c.weight_ih, c.bias)  # (T, N, 2H), all input products at once
+        h = x.new_zeros(x.shape[1], c.hidden_size)
+        u_t = c.weight_hh.t()
+        for t in range(x.shape[0]):
+            h = c.update(h, xp[t] + h @ u_t)
+        return self.readout(h).squeeze(-1)
+
+
+def make_model(cell: str, hidden: int) -> nn.Module:
+    """relu_add01 -> Adding01Model; any cell of htr.nn -> AddingModel."""
+    return Adding01Model(hidden) if cell == "relu_add01" else AddingModel(cell, hidden)
+
+
+def long_memory(cells=("relu_add", "relu_add01"), steps: int = 200, hidden: int = 64, batch: int = 64,
+                train_steps: int = 2000, lr: float = 1e-3, clip_norm: float = 1.0, eval_every: int = 100,
+                test_size: int = 1000, seed: int = 0, log=None) -> dict[str, Any]:
+    """The adding problem at T = steps for each cell, htr bench adding's budget and test set (float models)."""
+    out: dict[str, Any] = {"steps": steps, "hidden": hidden, "batch": batch, "train_steps": train_steps, "lr": lr,
+                           "baseline_mse": BASELINE_MSE, "cells": {}}
+    for cell in cells:
+        torch.manual_seed(seed)
+        model = make_model(cell, hidden)
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        train_gen = torch.Generator().manual_seed(seed + 1)
+        test_x, test_y = adding_batch(test_size, steps, torch.Generator().manual_seed(seed + 2))
+
+        def test_mse() -> float:
+            with torch.no_grad():
+                return float(nn.functional.mse_loss(model(test_x), test_y))
+
+        curve = [(0, test_mse())]
+        t0 = time.perf_counter()
+        for step in range(1, train_steps + 1):
+            x, y = adding_batch(batch, steps, train_gen)
+            loss = nn.functional.mse_loss(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+            opt.step()
+            if step % eval_every == 0 or step == train_steps:
+                curve.append((step, test_mse()))
+                if log is not None:
+                    print(f"  {cell:10s} step {step:5d}/{train_steps}  test MSE {curve[-1][1]:.2e}", file=log,
+                          flush=True)
+        out["cells"][cell] = {"test_mse": curve[-1][1], "best_test_mse": min(m for _, m in curve),
+                              "wall_s": time.perf_counter() - t0, "curve": curve}
+    return out
 
 
 def train(hidden: int = 4, steps: int = 6, train_steps: int = 400, batch: int = 64, lr: float = 1e-2,

@@ -189,13 +189,17 @@ def compile_cell(cell: IntReluAddCell | IntGRUCell, T: int, inputset, config=Non
 
 
 def _bit_widths(circuit) -> dict[str, Any]:
-    """Largest integer bit width and the bit widths of the table lookups' inputs."""
+    """Largest integer bit width, the bit widths of the table lookups' inputs, and the graph's counts:
+    element-wise lookups and rounding bits (one bit-extraction bootstrap each), before Concrete's
+    own simplifications (the measured count is `programmable_bootstrap_count`)."""
     graph = circuit.graph
     out: dict[str, Any] = {"max_bit_width": int(graph.maximum_integer_bit_width())}
     tlu_in: dict[int, int] = {}
+    rounding_bits = 0
     try:
         for node in graph.query_nodes(custom_filter=lambda n: bool(n.converted_to_table_lookup)):
             if node.properties.get("name") in ("round_bit_pattern", "truncate_bit_pattern"):
+                rounding_bits += int(node.properties["kwargs"]["lsbs_to_remove"]) * int(np.prod(node.output.shape))
                 continue  # rounding is reported through its (small) bootstraps, not as a lookup
             pred = graph.ordered_preds_of(node)[0]
             bw = int(pred.output.dtype.bit_width)
@@ -206,6 +210,8 @@ def _bit_widths(circuit) -> dict[str, Any]:
         pass
     # {input bit width: number of element-wise lookups}; encrypted products are lowered later, not here
     out["tlu_input_bit_widths"] = {str(k): v for k, v in sorted(tlu_in.items())}
+    out["graph_lookups"] = sum(tlu_in.values())
+    out["graph_rounding_bits"] = rounding_bits
     return out
 
 

@@ -32,7 +32,21 @@ relu_add step (equations of htr.nn.relu_add at state scale Q; clip(v) = clamp to
     u     = relu(h - q) - relu(-h - q)                         inh(h, q): two ReLU TLUs
     v     = relu(n - r) - relu(-n - r)                         inh(n, r): two ReLU TLUs
     h'    = TLU(u + v) = clip(u + v, -Q, Q)
-  8 TLUs per unit and step; no product of two encrypted values.
+  8 TLUs per unit and step; no product of two encrypted values. That is the form lookups="plain".
+  The same integer function from fewer lookups (IntReluAddCell.lookups):
+  - "relu" (default): as "plain", but a clear zero state (h_0) skips q, u and the clip: inh(0, q) = 0
+    and |v| <= Q, so h_1 = v (4 TLUs at step 1, 8 later).
+  - "packed": each inh(v, g) (v in [-Q, Q], g in [0, Q]) as one TLU of the packed index
+    v + Q + (2Q+1) g, whose (2Q+1)(Q+1) values identify both operands; the gate TLUs emit
+    Q + (2Q+1) q and Q + (2Q+1) r directly, so the index is one addition:
+        u = TLU(TLU_q(s) + h),  v = TLU(TLU_r(s) + n),  h' = TLU(u + v)
+    6 TLUs per step (3 at step 1), but u and v read one bit more than the ReLUs of "relu".
+  Rounding costs one bit-extraction bootstrap per dropped bit: lsbs["s"] + lsbs["n"] per unit and step.
+
+relu_add01 (IntReluAdd01Cell, the TFHE-lean variant; float cell htr.fhe.adding.ReluAdd01Cell): state
+and candidate in [0, Q], so inh(v, g) = ReLU(v - g), one TLU, on inputs in [-Q, Q]:
+    n = TLU(round(acc_n)) = clip(rint(Q a), 0, Q),  u = TLU(h - q),  v = TLU(n - r),  h' = TLU(u + v) = min(u + v, Q)
+  6 TLUs per unit and step (3 at step 1). A different function from relu_add's (a different cell).
 
 GRU step (torch's nn.GRU equations, reset gate applied after U_hn as torch does):
     r  = TLU(round(Wr [x; h] + br)) = rint(Q sigmoid(.))          in [0, Q]
@@ -157,6 +171,9 @@ def _clip_fn(lo: int, hi: int) -> Callable[[Array], Array]:
 
 
 # ------------------------------------------------------------------------------------ relu_add cell
+LOOKUP_FORMS = ("plain", "relu", "packed")
+
+
 @dataclass
 class IntReluAddCell:
     """Integer relu_add step. wx (2H, I), uh (2H, H), b (2H,) integers; rows [0, H) gate, [H, 2H) cand."""
@@ -170,6 +187,7 @@ class IntReluAddCell:
     x_scale: float
     lsbs: dict[str, int] = field(default_factory=lambda: {"s": 0, "n": 0})
     split_state: bool = True  # see run_cell
+    lookups: str = "relu"  # one of LOOKUP_FORMS: the same values from different lookups (module docstring)
 
     @property
     def hidden_size(self) -> int:
@@ -192,9 +210,23 @@ class IntReluAddCell:
         Q = self.spec.q
         return np.clip(_rint(Q * a * self.scale_n), -Q, Q)
 
+    def f_q_packed(self, a: Array) -> Array:
+        """Q + (2Q+1) q: the packed lookup's offset for inh(h, q), so that h + it lies in [0, (2Q+1)(Q+1))."""
+        return self.spec.q + (2 * self.spec.q + 1) * self.f_q(a)
+
+    def f_r_packed(self, a: Array) -> Array:
+        return self.spec.q + (2 * self.spec.q + 1) * self.f_r(a)
+
+    def f_inh_packed(self, x: Array) -> Array:
+        """inh(v, g) from the packed index x = v + Q + (2Q+1) g (v in [-Q, Q], g in [0, Q]): one lookup."""
+        Q = self.spec.q
+        g, v = np.divmod(np.asarray(x, dtype=np.int64), 2 * Q + 1)
+        v = v - Q
+        return (np.maximum(v - g, 0) - np.maximum(-v - g, 0)).astype(np.int64)
+
     def step(self, ops, x_t, h, rec: _Recorder | None = None, h_mm=None):
         """One step. h_mm: the copy of h that the matrix product reads (default h; see `run`)."""
-        H, Q = self.hidden_size, self.spec.q
+        H = self.hidden_size
         acc = self.wx @ x_t + self.uh @ (h if h_mm is None else h_mm) + self.b
         acc_s, acc_n = acc[:H], acc[H:]
         if rec is not None:
@@ -202,11 +234,33 @@ class IntReluAddCell:
             rec.see("n", acc_n)
         s = ops.round(acc_s, self.lsbs["s"])
         a = ops.round(acc_n, self.lsbs["n"])
-        q = ops.lut(s, self.f_q)
-        r = ops.lut(s, self.f_r)
+        return self._update(ops, s, a, h)
+
+    def _update(self, ops, s, a, h):
+        """h' from the rounded accumulators s (gate) and a (candidate), in the chosen lookup form."""
+        Q = self.spec.q
+        if self.lookups == "plain":
+            q = ops.lut(s, self.f_q)
+            r = ops.lut(s, self.f_r)
+            n = ops.lut(a, self.f_n)
+            u = ops.lut(h - q, ramp) - ops.lut(-h - q, ramp)
+            v = ops.lut(n - r, ramp) - ops.lut(-n - r, ramp)
+            return ops.lut(u + v, _clip_fn(-Q, Q))
+        if self.lookups not in LOOKUP_FORMS:
+            raise ValueError(f"unknown lookups form {self.lookups!r}: expected one of {', '.join(LOOKUP_FORMS)}")
         n = ops.lut(a, self.f_n)
-        u = ops.lut(h - q, ramp) - ops.lut(-h - q, ramp)
-        v = ops.lut(n - r, ramp) - ops.lut(-n - r, ramp)
+        if self.lookups == "packed":
+            v = ops.lut(ops.lut(s, self.f_r_packed) + n, self.f_inh_packed)
+        else:
+            r = ops.lut(s, self.f_r)
+            v = ops.lut(n - r, ramp) - ops.lut(-n - r, ramp)
+        if isinstance(h, np.ndarray) and not h.any():
+            return v  # a clear zero state (h_0): inh(0, q) = 0 and |v| <= Q, so h' = v; no q, u or clip
+        if self.lookups == "packed":
+            u = ops.lut(ops.lut(s, self.f_q_packed) + h, self.f_inh_packed)
+        else:
+            q = ops.lut(s, self.f_q)
+            u = ops.lut(h - q, ramp) - ops.lut(-h - q, ramp)
         return ops.lut(u + v, _clip_fn(-Q, Q))
 
     def run(self, ops, x_seq, rec: _Recorder | None = None, both: bool = False):
@@ -222,11 +276,31 @@ class IntReluAddCell:
         return np.asarray(h_int, dtype=np.float64) / self.spec.q
 
 
-def quantize_relu_add(weight_ih, weight_hh, bias, spec: QuantSpec, x_scale: float) -> IntReluAddCell:
+@dataclass
+class IntReluAdd01Cell(IntReluAddCell):
+    """Integer step of relu_add01, the TFHE-lean variant: state and candidate in [0, Q] (h ~= h_int / Q).
+
+    With v >= 0, inh(v, g) = ReLU(v - g): one lookup per term, on inputs in [-Q, Q] instead of [-2Q, Q].
+    """
+
+    def f_n(self, a: Array) -> Array:
+        Q = self.spec.q
+        return np.clip(_rint(Q * a * self.scale_n), 0, Q)
+
+    def _update(self, ops, s, a, h):
+        Q = self.spec.q
+        v = ops.lut(ops.lut(a, self.f_n) - ops.lut(s, self.f_r), ramp)
+        if isinstance(h, np.ndarray) and not h.any():
+            return v  # h_0 = 0: ReLU(0 - q) = 0 and v <= Q
+        return ops.lut(ops.lut(h - ops.lut(s, self.f_q), ramp) + v, _clip_fn(0, Q))
+
+
+def quantize_relu_add(weight_ih, weight_hh, bias, spec: QuantSpec, x_scale: float,
+                      positive: bool = False) -> IntReluAddCell:
     """Float relu_add parameters (W (2H, I), U (2H, H), b (2H)) -> IntReluAddCell (lsbs not yet set).
 
     Each block (gate rows, candidate rows) gets one accumulator unit (see `_block`); weights and
-    biases round to nearest on it.
+    biases round to nearest on it. positive=True: the relu_add01 variant (IntReluAdd01Cell).
     """
     W, U, b = (np.asarray(t, dtype=np.float64) for t in (weight_ih, weight_hh, bias))
     H = U.shape[1]
@@ -237,8 +311,9 @@ def quantize_relu_add(weight_ih, weight_hh, bias, spec: QuantSpec, x_scale: floa
         uh.append(c)
         bq.append(d)
         scales.append(unit)
-    return IntReluAddCell(spec, np.concatenate(wx), np.concatenate(uh), np.concatenate(bq),
-                          scale_s=scales[0], scale_n=scales[1], x_scale=float(x_scale))
+    cls = IntReluAdd01Cell if positive else IntReluAddCell
+    return cls(spec, np.concatenate(wx), np.concatenate(uh), np.concatenate(bq),
+               scale_s=scales[0], scale_n=scales[1], x_scale=float(x_scale))
 
 
 def run_cell(cell, ops, x_seq, rec: _Recorder | None = None, both: bool = False):
@@ -247,7 +322,9 @@ def run_cell(cell, ops, x_seq, rec: _Recorder | None = None, both: bool = False)
     With cell.split_state, each new state is also copied by one identity lookup, and the matrix
     products read that copy. In TFHE an encrypted value has one encoding width for all its uses; the
     state feeds both the wide accumulators (W x + U h) and the element-wise lookups, so without the
-    copy every lookup reading h would run at the accumulators' width. Same for both cells.
+    copy every lookup reading h would run at the accumulators' width. Whether the copy pays depends
+    on the cell and the sizes (Concrete can also run a narrow-range lookup on a wide encoding, at a
+    noise cost): `htr bench fhe --state-copy auto` compiles both and keeps the cheaper, for every cell.
     """
     h = np.zeros(cell.hidden_size, dtype=np.int64)
     h_mm = h
@@ -459,5 +536,6 @@ def random_float_cells(H: int, I: int, seed: int = 0):
     return ra, gru
 
 
-__all__ = ["QuantSpec", "ClearOps", "IntReluAddCell", "IntGRUCell", "quantize_relu_add", "quantize_gru",
-           "quantize_inputs", "calibrate", "random_inputs", "random_float_cells", "signed_bits", "replace"]
+__all__ = ["QuantSpec", "ClearOps", "IntReluAddCell", "IntReluAdd01Cell", "IntGRUCell", "LOOKUP_FORMS",
+           "quantize_relu_add", "quantize_gru", "quantize_inputs", "calibrate", "random_inputs",
+           "random_float_cells", "signed_bits", "replace"]
