@@ -41,6 +41,7 @@ from htr.compare import BATCH_REQUESTS, DECODERS, MAX_BEAM, MIN_BEAM, REPEATS, S
 from htr.errors import HTRError, ImageError
 from htr.inference import Transcriber, load_models
 from htr.segment import LAYOUTS
+from htr.text import BEAM_WIDTH
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 MAX_UPLOAD = "10mb"  # per uploaded file (gradio rejects bigger uploads before they reach the app)
@@ -254,7 +255,7 @@ def _options_column(names: list[str]) -> tuple[gr.Radio, gr.Slider, gr.CheckboxG
     with gr.Column(scale=1):
         decoder = gr.Radio(list(DECODERS), value="greedy", label="Decoding",
                            info="greedy, or CTC beam search (beam+lm adds the model's character LM)")
-        beam = gr.Slider(MIN_BEAM, MAX_BEAM, value=10, step=1, label="Beam width")
+        beam = gr.Slider(MIN_BEAM, MAX_BEAM, value=BEAM_WIDTH, step=1, label="Beam width")
         chosen = gr.CheckboxGroup(names, value=names, label="Models")
         layout = gr.Radio(list(LAYOUTS), value="auto", label="Layout", info="auto: paragraphs are split into lines")
         run = gr.Button("Transcribe", variant="primary", elem_id="run")
@@ -290,7 +291,8 @@ def _api_endpoint(batcher: Batcher, repeats: int, time_limit_s: float | None, **
     with gr.Row(visible=False):
         inputs = [gr.File(type="filepath", label="image"), gr.Textbox(value="greedy", label="decoder"),
                   gr.Dropdown(names, value=names, multiselect=True, label="models"),
-                  gr.Textbox(value="auto", label="layout"), gr.Number(value=10, precision=0, label="beam_width")]
+                  gr.Textbox(value="auto", label="layout"),
+                  gr.Number(value=BEAM_WIDTH, precision=0, label="beam_width")]
         output = gr.JSON(label="report")
         button = gr.Button()
     button.click(_api_handler(batcher, repeats, time_limit_s), inputs, output, api_name="transcribe",

@@ -20,6 +20,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from htr.text import BEAM_WIDTH
+
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
@@ -372,7 +374,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", action="append", help="shipped model name (relu_add, gru, lstm); repeatable")
     p.add_argument("--ckpt", action="append", help="checkpoint (.ckpt or .safetensors); repeatable")
     p.add_argument("--decoder", choices=("greedy", "beam", "beam+lm"), default="greedy")
-    p.add_argument("--beam-width", type=int, default=10)
+    p.add_argument("--beam-width", type=int, default=BEAM_WIDTH)
     p.add_argument("--lm-weight", type=float, help="beam+lm: the LM's weight (default: the model's own)")
     p.add_argument("--insertion-bonus", type=float, help="beam+lm: score per character (default: the model's own)")
     p.add_argument("--batch-size", type=int, default=16)

@@ -37,6 +37,7 @@ from PIL import Image
 from htr.errors import HTRError, TimeLimitError
 from htr.inference import Transcriber
 from htr.segment import LAYOUTS, LineBox, crop_lines, find_lines
+from htr.text import BEAM_WIDTH
 
 DECODERS = ("greedy", "beam", "beam+lm")
 STAGES = ("preprocess", "encoder", "decoder", "ctc")
@@ -74,7 +75,7 @@ def read_lines(source: Any, layout: str = "auto", tight: bool = False
 
 
 def transcribe(models: dict[str, Transcriber], source: Any, decoder: str = "greedy",
-               names: list[str] | None = None, layout: str = "auto", beam_width: int = 10,
+               names: list[str] | None = None, layout: str = "auto", beam_width: int = BEAM_WIDTH,
                repeats: int = REPEATS, tight: bool = False, time_limit_s: float | None = None) -> dict[str, Any]:
     """Transcribe one image with each selected model; per-stage latency of this request (ms).
 
@@ -397,7 +398,7 @@ class Batcher:
         self._thread.start()
 
     def submit(self, source: Any, decoder: Any = "greedy", names: Any = None, layout: Any = "auto",
-               beam_width: Any = 10, repeats: int = 1, tight: bool = False, time_limit_s: float | None = None,
+               beam_width: Any = BEAM_WIDTH, repeats: int = 1, tight: bool = False, time_limit_s: float | None = None,
                cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:
         """``transcribe``'s parameters and errors (RequestError at once, before queueing), recognised with
         the requests that arrive with it; ``cancelled``: polled between stages, True drops the request

@@ -18,6 +18,7 @@ from htr.data.dataset import LineDataset
 from htr.errors import DatasetError, ImageError
 from htr.inference import Transcriber
 from htr.tables import format_table
+from htr.text import BEAM_WIDTH
 from htr.text.metrics import cer, wer
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ def _lines(dataset: Dataset, skipped: dict[str, int]) -> Iterator[dict[str, Any]
 
 
 def transcribe_split(model: Transcriber, datamodule: LineDataModule, split: str = "val", decoder: str = "greedy",
-                     beam_width: int = 10) -> SplitTranscription:
+                     beam_width: int = BEAM_WIDTH) -> SplitTranscription:
     """Every line of a split through ``model`` in batches of the data module's batch size, the lines whose
     label holds only unknown characters included (their reference keeps them); what cannot be scored is
     counted in ``skipped``."""
@@ -150,7 +151,7 @@ def format_skips(skipped: dict[str, int]) -> str:
 
 
 def evaluate_model(model: Transcriber, datamodule: LineDataModule, split: str = "val", decoder: str = "greedy",
-                   beam_width: int = 10, lines: SplitTranscription | None = None) -> dict[str, Any]:
+                   beam_width: int = BEAM_WIDTH, lines: SplitTranscription | None = None) -> dict[str, Any]:
     """One row of the table: corpus CER, WER, case-insensitive CER and model time per line; ``lines``
     scored (``unknown_only`` of them with labels of unknown characters only), ``skipped`` not scored (with
     ``skipped_by`` reason, see skip_counts)."""

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from htr.data.images import PreprocessConfig, collate, image_extensions, load_image, preprocess, resize_note
 from htr.errors import CheckpointError, HTRError, TimeLimitError
 from htr.nn.recognizer import Recognizer, RecognizerConfig
+from htr.text import BEAM_WIDTH
 from htr.text.codec import Codec
 from htr.text.decoding import decode_batch
 from htr.text.lm import CharNgramLM
@@ -183,7 +184,7 @@ class Transcriber:
         return preprocess(pil, c.height, c.min_width, c.max_width, c.too_wide, c.normalize_contrast, name=name)
 
     @torch.no_grad()
-    def run_batch(self, images: list[torch.Tensor], decoder: str = "greedy", beam_width: int = 10,
+    def run_batch(self, images: list[torch.Tensor], decoder: str = "greedy", beam_width: int = BEAM_WIDTH,
                   deadline: float | None = None) -> list[Transcription]:
         """Preprocessed (1, H, W) tensors -> transcriptions with encoder/decoder/ctc timings.
 
@@ -244,7 +245,7 @@ class Transcriber:
         return log_probs, frames, encoder_ms, [decoder_ms * float(f) / total for f in frames]
 
     def decode_lines(self, log_probs: torch.Tensor, frames: torch.Tensor, decoder: str = "greedy",
-                     beam_width: int = 10, deadline: float | None = None) -> list[tuple[str, float]]:
+                     beam_width: int = BEAM_WIDTH, deadline: float | None = None) -> list[tuple[str, float]]:
         """CTC decoding of (T, N, C) log-probs (as run_batch decodes them) -> (text, confidence) per line;
         ``deadline``: TimeLimitError once it has passed, checked at every frame of a beam search."""
         width = 1 if decoder == "greedy" else beam_width
@@ -255,7 +256,7 @@ class Transcriber:
         return [(self.codec.decode(idx), conf) for idx, conf in decode_batch(log_probs, frames, beam_width=width,
                                                                             **kwargs)]
 
-    def transcribe(self, images: Sequence[ImageInput], decoder: str = "greedy", beam_width: int = 10,
+    def transcribe(self, images: Sequence[ImageInput], decoder: str = "greedy", beam_width: int = BEAM_WIDTH,
                    batch_size: int = 16, on_error: Literal["raise", "skip"] = "raise") -> list[Transcription]:
         """Transcribe line images (paths, bytes, PIL images or uint8 arrays), in batches of similar width.
 
@@ -292,7 +293,7 @@ class Transcriber:
         return results  # type: ignore[return-value]
 
     def transcribe_page(self, image: ImageInput, segment: bool = True, decoder: str = "greedy",
-                        beam_width: int = 10, batch_size: int = 16, name: str | None = None) -> "PageLayout":
+                        beam_width: int = BEAM_WIDTH, batch_size: int = 16, name: str | None = None) -> "PageLayout":
         """A page or paragraph image -> htr.layout.PageLayout: split into lines by the app's segmentation
         (``segment=False``: one line), every line recognised in batches (htr.pages.transcribe_page).
         Write it with htr.writers (to_text, to_json, to_alto, to_page)."""

@@ -22,13 +22,14 @@ from PIL import Image
 
 from htr.layout import PageLayout, TextLine
 from htr.segment import find_lines
+from htr.text import BEAM_WIDTH
 
 if TYPE_CHECKING:
     from htr.inference import ImageInput, Transcriber
 
 
 def transcribe_page(model: "Transcriber", image: "ImageInput", segment: bool = True, decoder: str = "greedy",
-                    beam_width: int = 10, batch_size: int = 16, name: str | None = None) -> PageLayout:
+                    beam_width: int = BEAM_WIDTH, batch_size: int = 16, name: str | None = None) -> PageLayout:
     """One page or paragraph image -> its PageLayout with every line's text and confidence.
 
     ``segment``: split into lines (htr.segment.find_lines, layout "auto": an image where at most one

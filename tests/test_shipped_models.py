@@ -60,6 +60,7 @@ def test_beam_lm_uses_the_shipped_lm(cell):
     import torch
 
     from htr.data.images import collate
+    from htr.text import BEAM_WIDTH
     from htr.text.decoding import decode_batch
 
     model = load_model(cell)
@@ -70,5 +71,5 @@ def test_beam_lm_uses_the_shipped_lm(cell):
     batch = collate([{"image": model.preprocess(p)} for p in paths], pad_to_multiple=8)
     with torch.no_grad():
         log_probs, frames = model.net(batch["images"], batch["widths"])
-    want = decode_batch(log_probs, frames, beam_width=10, lm=model.lm, codec=model.codec, **model.decoding)
+    want = decode_batch(log_probs, frames, beam_width=BEAM_WIDTH, lm=model.lm, codec=model.codec, **model.decoding)
     assert [t.text for t in with_lm] == [model.codec.decode(idx) for idx, _ in want]

@@ -24,6 +24,7 @@ import torch
 
 from htr.errors import HTRError
 from htr.tables import format_table
+from htr.text import BEAM_WIDTH
 from htr.text.decoding import beam_search, greedy_decode
 from htr.timing import cpu_name, fix_threads, interleaved_medians
 
@@ -77,7 +78,7 @@ def decoders(model: "Transcriber", beam_width: int) -> dict[str, dict[str, Calla
 
 
 def run(model_name: str = "relu_add", data: str | None = None, split: str = "val", limit: int = 50,
-        beam_width: int = 10, repeats: int = 5, threads: int = 1) -> dict:
+        beam_width: int = BEAM_WIDTH, repeats: int = 5, threads: int = 1) -> dict:
     import numba
 
     from htr.inference import load_model
@@ -142,7 +143,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="a TSV folder (<split>.tsv + images); default: the app's example lines")
     parser.add_argument("--split", default="val", help="with --data: the split to read")
     parser.add_argument("--limit", type=int, default=50, help="with --data: the first N lines of the split")
-    parser.add_argument("--beam-width", type=int, default=10)
+    parser.add_argument("--beam-width", type=int, default=BEAM_WIDTH)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per decoder (median reported)")
     parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads (fixed for all)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")

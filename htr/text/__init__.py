@@ -4,12 +4,16 @@ Names are imported lazily (the metrics pull in torchmetrics, which inference doe
 """
 from importlib import import_module
 
+# The default beam width of every beam decoder: a wider beam keeps more of the LM's alternatives
+# (poilus val, every shipped model: docs/results/recognition.md, "Beam+lm scoring").
+BEAM_WIDTH = 32
+
 _EXPORTS = {
     "DEFAULT_CHARSET": "codec", "Codec": "codec", "clean_labels": "codec", "normalize_text": "codec",
     "greedy_decode": "decoding", "beam_search": "decoding", "decode_batch": "decoding",
     "CharNgramLM": "lm", "ErrorRate": "metrics", "cer": "metrics", "wer": "metrics",
 }
-__all__ = list(_EXPORTS)
+__all__ = ["BEAM_WIDTH", *_EXPORTS]
 
 
 def __getattr__(name: str):

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from htr.errors import ShapeError, TimeLimitError
+from htr.text import BEAM_WIDTH
 
 if TYPE_CHECKING:
     from htr.text.codec import Codec
@@ -74,7 +75,7 @@ def _lengths(lengths: Tensor | Sequence[int] | None, T: int, N: int) -> list[int
     return lens
 
 
-def beam_search(log_probs: Tensor, beam_width: int = 10, lm: CharNgramLM | None = None,
+def beam_search(log_probs: Tensor, beam_width: int = BEAM_WIDTH, lm: CharNgramLM | None = None,
                 lm_weight: float = 0.5, codec: Codec | None = None, insertion_bonus: float = 0.0,
                 char_prune: float = -10.0, blank: int = BLANK, deadline: float | None = None,
                 impl: Impl = "compiled") -> tuple[list[int], float]:
