@@ -16,9 +16,7 @@ The equations are htr.nn.relu_add's; here the pre-activations g_t = Xp_t + h_{t-
 computed outside) are split into g = [s | a], the gate score s and the candidate's input a (n = clip(a)).
 Derivatives follow ReLU'(v) = [v > 0], so they match torch autograd of the same expressions exactly;
 with ``leak`` > 0 the backward uses a surrogate slope for the two clips instead: 1 inside [-1, 1],
-``leak`` outside, where the exact slope is 0; with ``gate_leak`` > 0, inh(v, q)'s slope in q is
--gate_leak * sign(v) where |v| <= q (a closed gate: exactly 0), so that a gate which has fully reset
-the state, or fully blocked the candidate, still learns (the forward is unchanged; see htr.nn.relu_add).
+``leak`` outside, where the exact slope is 0 (the forward is unchanged; see htr.nn.relu_add).
 Sequences of length L[b] < T keep their state after step L[b] and emit zeros there (packed semantics).
 With reverse=True, step i of sequence b reads time L[b]-1-i, so the backward direction starts at each
 sequence's own end; gates, states and grad_gates stay in step order, outputs in time order.
@@ -84,13 +82,12 @@ def forward_step(t, hu, xp, lengths, reverse, h_prev, h_new, out, gates_t):
 
 
 @njit(cache=True)
-def backward_step(t, dh, gates, states, lengths, reverse, grad_out, grad_gates, leak, gate_leak):
+def backward_step(t, dh, gates, states, lengths, reverse, grad_out, grad_gates, leak):
     """Element-wise part of the backward of step t.
 
     On entry dh = dL/dh_t from later steps; on exit dh holds only the direct part of dL/dh_{t-1}
     (through inh(h_{t-1}, .)), and grad_gates[t] = dL/dg_t. The caller adds grad_gates[t] @ U to dh.
-    leak: the clips' surrogate slope outside [-1, 1]; gate_leak: inh's surrogate slope in q where
-    it outputs 0 (0 and 0: the exact derivative).
+    leak: the clips' surrogate slope outside [-1, 1] (0: the exact derivative).
     """
     B, H2 = grad_gates.shape[1:]
     H = H2 // 2
@@ -114,9 +111,8 @@ def backward_step(t, dh, gates, states, lengths, reverse, grad_out, grad_gates, 
             hp_neg = _ind(-hp - p > 0.0)
             n_pos = _ind(n - q > 0.0)
             n_neg = _ind(-n - q > 0.0)
-            # where |v| <= q, inh is 0 and its exact slope in q too: the surrogate is -gate_leak * sign(v)
-            dp = dz * (hp_neg - hp_pos + gate_leak * (1.0 - hp_pos - hp_neg) * (_ind(hp < 0.0) - _ind(hp > 0.0)))
-            dq = dz * (n_neg - n_pos + gate_leak * (1.0 - n_pos - n_neg) * (_ind(n < 0.0) - _ind(n > 0.0)))
+            dp = dz * (hp_neg - hp_pos)
+            dq = dz * (n_neg - n_pos)
             dn = dz * (n_pos + n_neg)
             grad_gates[t, b, j] = dp * _ind(s > 0.0) - dq * _ind(-s > 0.0)
             grad_gates[t, b, H + j] = dn * _dclip(a, leak)
@@ -157,18 +153,18 @@ def relu_add_infer(xp, u_t, lengths, reverse, h, out):
 
 
 @njit(cache=True)
-def relu_add_backward(gates, states, u, lengths, reverse, grad_out, grad_hn, grad_gates, leak, gate_leak):
+def relu_add_backward(gates, states, u, lengths, reverse, grad_out, grad_hn, grad_gates, leak):
     """Back-propagate through time with the loop in machine code; returns dL/dh_0.
 
     u (2H, H) is the untransposed recurrent weight (dh_{t-1} += dg_t @ u); grad_out (T, B, H) and
     grad_hn (B, H) are the incoming gradients; grad_gates (T, B, 2H) is written with dL/dXp, in step
-    order (the caller maps it back to time order when reverse); leak, gate_leak as in `backward_step`.
+    order (the caller maps it back to time order when reverse); leak as in `backward_step`.
     """
     T = gates.shape[0]
     dh = grad_hn.copy()
     dhu = np.empty_like(dh)
     for t in range(T - 1, -1, -1):
-        backward_step(t, dh, gates, states, lengths, reverse, grad_out, grad_gates, leak, gate_leak)
+        backward_step(t, dh, gates, states, lengths, reverse, grad_out, grad_gates, leak)
         np.dot(grad_gates[t], u, dhu)  # (B, 2H) @ (2H, H) -> (B, H)
         dh += dhu
     return dh

@@ -25,8 +25,6 @@ class RecognizerConfig:
                                     # which trains faster on lines (docs/results/synthetic.md)
     clip_grad_leak: float = 0.0     # relu_add only, training only: the clips' surrogate slope outside
                                     # [-1, 1] in the backward (0: the exact derivative); htr.nn.relu_add
-    gate_grad_leak: float = 0.0     # relu_add only, training only: inh's surrogate slope in its gate where
-                                    # the gate is fully closed (0: the exact derivative); htr.nn.relu_add
     lstm_forget_bias: float | None = 1.0  # lstm only: initial forget-gate bias (remember at first, as
                                     # Keras does by default); None keeps torch's uniform init
 
@@ -55,8 +53,7 @@ class Recognizer(nn.Module):
                                   pool_before_norm=config.pool_before_norm)
         self.decoder = build_recurrent(config.cell, config.feature_size, config.hidden_size, config.num_layers,
                                        config.bidirectional, config.dropout, gate_bias=config.gate_bias,
-                                       forget_bias=config.lstm_forget_bias, clip_grad_leak=config.clip_grad_leak,
-                                       gate_grad_leak=config.gate_grad_leak)
+                                       forget_bias=config.lstm_forget_bias, clip_grad_leak=config.clip_grad_leak)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(self.decoder.output_size, num_classes)
 
