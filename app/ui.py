@@ -368,10 +368,9 @@ def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, sha
 
 
 def with_integer_columns(models: dict[str, Transcriber]) -> dict[str, Transcriber]:
-    """The models, each relu_add one followed by its integer-decoder copy (``<name>-integer``).
-
-    The integer decoder quantises its input with one scale per call, so a line recognised together with
-    other requests' lines may read slightly differently than alone (htr.fhe.integer)."""
+    """The models, each relu_add one followed by its integer-decoder copy (``<name>-integer``). Each line
+    is quantised on its own scale (htr.fhe.integer), so batching other requests' lines with it does not
+    change how it reads."""
     out: dict[str, Transcriber] = {}
     for name, model in models.items():
         out[name] = model

@@ -47,8 +47,8 @@ def _random_relu_add(seed: int, I: int = 16, H: int = 32, **kw):
 def test_integer_arithmetic_matches_float_on_rounded_weights(seed):
     ra = _random_relu_add(seed)
     x = torch.randn(30, 3, 16)
-    s = x.abs().max() / 127
-    x = torch.round(x / s) * s  # already on the int8 input grid
+    s = x.abs().amax(dim=(0, 2), keepdim=True) / 127  # (1, N, 1): each line's own scale
+    x = torch.round(x / s) * s  # already on each line's int8 input grid
     ref = copy.deepcopy(ra)
     with torch.no_grad():
         for c in ref.cells:
@@ -85,8 +85,8 @@ def test_bidirectional_lengths_and_states():
 def test_padding_never_changes_integer_results(pad):
     """Sequence 1 (11 steps) alone, unpadded, and padded to 20 steps with its length given: the same
     outputs on the 11 valid steps, zeros after, the same final states (the backward direction starts at
-    step 11, not 20). The input scale is per call (the largest |x|), so the padding keeps within the
-    sequence's own range here; what it holds does not matter."""
+    step 11, not 20). What the padding holds does not matter (see also
+    test_a_line_reads_the_same_in_any_batch, with padding far outside the line's range)."""
     ra = _random_relu_add(2, I=8, H=12, num_layers=2, bidirectional=True)
     iq = IntegerReluAdd.from_float(ra)
     seq = torch.randn(20, 3, 8)[:11, 1:2]
@@ -245,14 +245,34 @@ def test_fast_kernels_on_other_grids(kernel):
 
 
 def test_input_quantisation_rounds_as_numpy():
-    """Half-way values round to even, as np.rint; the scale is max |x| / 127, as the reference's."""
+    """Half-way values round to even, as np.rint; each line's scale is max |x| / 127 over its valid
+    steps, as the reference's."""
     x = np.array([127.0, 0.5, 1.5, 2.5, -0.5, -1.5, -126.5, 3.25], dtype=np.float32).reshape(8, 1, 1)
-    got, scale = kernels_int.quantize_input(x, 127.0)
-    assert scale == 1.0 and got.ravel().tolist() == [127, 0, 2, 2, 0, -2, -126, 3]
+    got, scales = kernels_int.quantize_input(x, 127.0, np.array([8]))
+    assert scales.tolist() == [1.0] and got.ravel().tolist() == [127, 0, 2, 2, 0, -2, -126, 3]
     x = np.random.default_rng(0).normal(size=(7, 3, 5)).astype(np.float32)
-    s = max(float(np.abs(x).max()), 1e-12) / 127
-    got, scale = kernels_int.quantize_input(x, 127.0)
-    assert scale == s and np.array_equal(got, np.clip(np.rint(x / s), -127, 127))
+    lengths = np.array([7, 3, 5])
+    got, scales = kernels_int.quantize_input(x, 127.0, lengths)
+    for n, L in enumerate(lengths):
+        s = max(float(np.abs(x[:L, n]).max()), 1e-12) / 127
+        assert scales[n] == s
+        assert np.array_equal(got[:, n], np.clip(np.rint(x[:, n] / np.float32(s)), -127, 127))
+
+
+@pytest.mark.parametrize("kernel", FAST_KERNELS + ["reference"])
+def test_a_line_reads_the_same_in_any_batch(kernel):
+    """Each line is quantised on its own scale, over its own valid steps: its integers do not depend on
+    the other lines of its batch or on its padding (a line next to a much louder one, or padded with
+    large values, gives the integers it gives alone)."""
+    ra = _random_relu_add(4, I=8, H=12, num_layers=2, bidirectional=True)
+    iq = IntegerReluAdd.from_float(ra, kernel=kernel)
+    x = torch.randn(16, 2, 8, generator=torch.Generator().manual_seed(4))
+    x[:, 1] *= 20.0  # the loud neighbour
+    x[9:, 0] = 30.0  # line 0's padding
+    batched, batched_state = iq.forward_int(x.numpy(), np.array([9, 16]))
+    alone, alone_state = iq.forward_int(x[:9, :1].contiguous().numpy(), np.array([9]))
+    assert np.array_equal(batched[:9, :1], alone) and np.abs(alone).max() > 0
+    assert np.array_equal(batched_state[:, :1], alone_state)
 
 
 def test_kernel_choice():

@@ -5,9 +5,10 @@
 
 Number formats (per cell = one layer and direction):
 - weights W (2H, I) and U (2H, H): int8, one scale per row: W_int = rint(W / s_w), s_w = max|W_row| / 127;
-- input of the first layer: int8 with one dynamic scale per call, x_int = rint(x / s_x),
-  s_x = max|x| / 127 (as torch's dynamic quantisation); later layers read the previous layer's
-  integer states directly (scale 1 / Q);
+- input of the first layer: int8 with one dynamic scale per line, x_int = rint(x / s_x),
+  s_x = max|x| / 127 over the line's valid steps (torch's dynamic quantisation takes one per tensor:
+  a line would then read differently with other lines in its batch, or more padding); later layers
+  read the previous layer's integer states directly (scale 1 / Q);
 - state h: integer in [-Q, Q], Q = 2^(state_bits - 1) - 1 (default 127), h ~= h_int / Q;
 - accumulation: exact int32 sums W_int x_int and U_int h_int;
 - requantisation: the two accumulators and the bias meet on one fixed-point grid of 1 / (Q 2^F),
@@ -49,7 +50,7 @@ KERNELS = ("auto", "vnni", "generic", "reference")
 def _recurrence(accx, u_int, mx, mh, bias, lengths, reverse, Q, F, out_int, h_last):
     """accx (T, N, 2H) int32 = W_int x_int; u_int (2H, H) int8 values held as int16, because
     int16 x int16 -> int32 dot products vectorise better than int8 x int32 ones (docs/results/fhe.md);
-    mx, mh, bias (2H,) int64 fixed point.
+    mx (N, 2H), mh and bias (2H,) int64 fixed point (mx: one row per line, from its input scale).
 
     Writes out_int (T, N, H) int32 (zeros past each length) and h_last (N, H) int32.
     """
@@ -72,7 +73,7 @@ def _recurrence(accx, u_int, mx, mh, bias, lengths, reverse, Q, F, out_int, h_la
                     acc += np.int32(u_int[j, k]) * np.int32(h[k])
                 accs[j] = acc
             for j in range(H2):  # requantise both accumulators and the bias onto the gate grid
-                g[j] = (np.int64(accx[t, b, j]) * mx[j] + np.int64(accs[j]) * mh[j] + bias[j] + half) >> SHIFT
+                g[j] = (np.int64(accx[t, b, j]) * mx[b, j] + np.int64(accs[j]) * mh[j] + bias[j] + half) >> SHIFT
             for j in range(H):
                 s = g[j]
                 a = g[H + j]
@@ -109,7 +110,6 @@ class _IntCell:
         self.w_f32 = self.w_int.astype(np.float32).T.copy()  # (I, 2H) for the exact float32 product
         self.w_t = np.ascontiguousarray(self.w_int.T)  # (I, 2H) int8 for the integer GEMM
         self._fast: dict[tuple, tuple] = {}
-        self._mx: dict[tuple, tuple[float, np.ndarray]] = {}
 
     def fast_constants(self, kernel: str, Q: int, F: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """For the vnni / generic kernels, made once: U in the kernel's layout (htr.nn.kernels_int.pack),
@@ -117,31 +117,29 @@ class _IntCell:
         key = (kernel, Q, F)
         if key not in self._fast:
             packed, correction = kernels_int.pack(self.u_int, kernel)
-            _, mh, bias = self.multipliers(1.0, Q, F)
+            mh, bias = self.multipliers(Q, F)
             sw, mh, bias = (np.concatenate([v, np.zeros(len(correction) - len(v), v.dtype)])
                             for v in (self.sw, mh, bias))
             self._fast[key] = (packed, sw, mh, bias + (1 << (SHIFT - 1)) - mh * correction)
         return self._fast[key]
 
-    def fast_mx(self, kernel: str, x_scale: float, Q: int, F: int) -> np.ndarray:
-        """M_x on the padded rows, as `multipliers` computes it; kept for the last input scale of each
-        (kernel, Q, F): the inputs of every layer after the first have the fixed scale 1 / Q."""
-        key = (kernel, Q, F)
-        cached = self._mx.get(key)
-        if cached is not None and cached[0] == x_scale:
-            return cached[1]
-        sw = self.fast_constants(kernel, Q, F)[1]
-        mx = np.rint(x_scale * sw * float(Q * 2 ** F) * 2 ** SHIFT).astype(np.int64)
-        self._mx[key] = (x_scale, mx)
-        return mx
+    def input_multipliers(self, x_scales: np.ndarray, Q: int, F: int, sw: np.ndarray | None = None) -> np.ndarray:
+        """M_x (N, rows) int64 on the gate grid 1 / (Q 2^F): one row per line, from its input scale
+        (N,); sw: the row scales (default this cell's; the fast kernels pass their zero-padded copy)."""
+        sw = self.sw if sw is None else sw
+        return np.rint(np.asarray(x_scales, dtype=np.float64)[:, None] * sw[None, :] * float(Q * 2 ** F)
+                       * 2 ** SHIFT).astype(np.int64)
 
-    def multipliers(self, x_scale: float, Q: int, F: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The fixed-point multipliers M_x, M_h and the bias B (2H,) int64 on the gate grid 1 / (Q 2^F)."""
+    def fast_mx(self, kernel: str, x_scales: np.ndarray, Q: int, F: int) -> np.ndarray:
+        """`input_multipliers` on the fast kernels' padded rows."""
+        return self.input_multipliers(x_scales, Q, F, self.fast_constants(kernel, Q, F)[1])
+
+    def multipliers(self, Q: int, F: int) -> tuple[np.ndarray, np.ndarray]:
+        """The fixed-point multiplier M_h and the bias B (2H,) int64 on the gate grid 1 / (Q 2^F)."""
         QF = float(Q * 2 ** F)
-        mx = np.rint(x_scale * self.sw * QF * 2 ** SHIFT).astype(np.int64)
         mh = np.rint(self.su / Q * QF * 2 ** SHIFT).astype(np.int64)
         bias = np.rint(self.b * QF * 2 ** SHIFT).astype(np.int64)
-        return mx, mh, bias
+        return mh, bias
 
 
 class IntegerReluAdd(RecurrentLayer):
@@ -189,7 +187,7 @@ class IntegerReluAdd(RecurrentLayer):
     def _cell(self, layer: int, reverse: bool) -> _IntCell:
         return self.cells_int[layer * self.num_directions + int(reverse)]
 
-    def _run_cell(self, c: _IntCell, x_int: np.ndarray, x_scale: float, lengths: np.ndarray, reverse: bool):
+    def _run_cell(self, c: _IntCell, x_int: np.ndarray, x_scales: np.ndarray, lengths: np.ndarray, reverse: bool):
         """The reference kernel: one direction of one layer."""
         T, N, I = x_int.shape
         xmax = int(np.abs(x_int).max()) if x_int.size else 0
@@ -202,13 +200,14 @@ class IntegerReluAdd(RecurrentLayer):
             if np.abs(accx).max() >= 2 ** 31:
                 raise ValueError("input projection overflows int32; lower state_bits")
             accx = accx.astype(np.int32)
-        mx, mh, bias = c.multipliers(x_scale, self.Q, self.F)
+        mx = c.input_multipliers(x_scales, self.Q, self.F)
+        mh, bias = c.multipliers(self.Q, self.F)
         out = np.zeros((T, N, c.hidden_size), dtype=np.int32)
         last = np.zeros((N, c.hidden_size), dtype=np.int32)
         _recurrence(accx, c.u_int16, mx, mh, bias, lengths, reverse, self.Q, self.F, out, last)
         return out, last
 
-    def _run_layer_fast(self, k: int, x_int: np.ndarray, x_scale: float, lengths: np.ndarray,
+    def _run_layer_fast(self, k: int, x_int: np.ndarray, x_scales: np.ndarray, lengths: np.ndarray,
                         order: np.ndarray, finals: list) -> np.ndarray:
         """Layer k, both directions, with the vnni or generic kernel: int8 (T, N, C) -> int8 (T, N, D*H)."""
         T, N, C = x_int.shape
@@ -218,7 +217,7 @@ class IntegerReluAdd(RecurrentLayer):
             c = self._cell(k, rev)
             accx = kernels_int.int8_matmul(x_int.reshape(T * N, C), c.w_t).reshape(T, N, 2 * H)
             packed, _, mh, c0 = c.fast_constants(self.kernel, self.Q, self.F)
-            mx = c.fast_mx(self.kernel, x_scale, self.Q, self.F)
+            mx = c.fast_mx(self.kernel, x_scales, self.Q, self.F)
             last = np.empty((N, H), dtype=np.int32)
             kernels_int.recurrence(self.kernel, accx, packed, mx, mh, c0, lengths, order, rev, self.Q, self.F,
                                    out, d * H, last)
@@ -232,29 +231,30 @@ class IntegerReluAdd(RecurrentLayer):
         if self.kernel != "reference":
             return self._forward_int_fast(x, lengths)
         qmax = 2 ** (self.input_bits - 1) - 1
-        x_scale = max(float(np.abs(x).max()), 1e-12) / qmax
-        x_int = np.clip(np.rint(x / x_scale), -qmax, qmax).astype(np.int32)
         lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+        x_scales = np.array([max(float(np.abs(x[:L, n]).max(initial=0.0)), 1e-12) / qmax
+                             for n, L in enumerate(lengths)])  # (N,): each line's own valid steps
+        x_int = np.clip(np.rint(x / x_scales.astype(x.dtype)[None, :, None]), -qmax, qmax).astype(np.int32)
         finals = []
         for k in range(self.num_layers):
             outs = []
             for rev in ([False, True] if self.bidirectional else [False]):
-                o, last = self._run_cell(self._cell(k, rev), x_int, x_scale, lengths, rev)
+                o, last = self._run_cell(self._cell(k, rev), x_int, x_scales, lengths, rev)
                 outs.append(o)
                 finals.append(last)
             x_int = np.concatenate(outs, axis=-1) if len(outs) > 1 else outs[0]
-            x_scale = 1.0 / self.Q
+            x_scales = np.full(len(lengths), 1.0 / self.Q)
         return x_int, np.stack(finals)
 
     def _forward_int_fast(self, x: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x_int, x_scale = kernels_int.quantize_input(np.ascontiguousarray(x, dtype=np.float32),
-                                                    float(2 ** (self.input_bits - 1) - 1))
         lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+        x_int, x_scales = kernels_int.quantize_input(np.ascontiguousarray(x, dtype=np.float32),
+                                                     float(2 ** (self.input_bits - 1) - 1), lengths)
         order = np.argsort(-lengths, kind="stable").astype(np.int64)  # running sequences: a prefix
         finals: list[np.ndarray] = []
         for k in range(self.num_layers):
-            x_int = self._run_layer_fast(k, x_int, x_scale, lengths, order, finals)
-            x_scale = 1.0 / self.Q
+            x_int = self._run_layer_fast(k, x_int, x_scales, lengths, order, finals)
+            x_scales = np.full(len(lengths), 1.0 / self.Q)
         return x_int, np.stack(finals)
 
     def _run(self, x: Tensor, lengths: Tensor, final_state: bool = True) -> tuple[Tensor, Tensor | None]:

@@ -277,17 +277,18 @@ def _step(i, n, accx, acc, hb, gates, mx, mh, c0, lengths, order, reverse, Q, F,
     H2v, Hv = H2 - H2 % 16, H - H % 16  # 16 lanes at a time, then the rest one by one
     p_accx, p_acc, p_hb = np.int64(accx.ctypes.data), np.int64(acc.ctypes.data), np.int64(hb.ctypes.data)
     p_out, p_gates = np.int64(out.ctypes.data), np.int64(gates.ctypes.data)
-    p_mx, p_mh, p_c0 = np.int64(mx.ctypes.data), np.int64(mh.ctypes.data), np.int64(c0.ctypes.data)
+    p_mh, p_c0 = np.int64(mh.ctypes.data), np.int64(c0.ctypes.data)
     F64, Q64 = np.int64(F), np.int64(Q)
     for s in range(n):
         b = order[s]
         t = lengths[b] - 1 - i if reverse else i
         row_x = p_accx + (t * N + b) * H2 * 4
         row_acc = p_acc + s * Rp * 4
+        row_mx = np.int64(mx.ctypes.data) + b * Rp * 8  # this line's input multipliers
         for j in range(0, H2v, 16):  # requantise both accumulators and the bias onto the gate grid
-            _gates16(row_x + 4 * j, row_acc + 4 * j, p_mx + 8 * j, p_mh + 8 * j, p_c0 + 8 * j, p_gates + 4 * j, QF)
+            _gates16(row_x + 4 * j, row_acc + 4 * j, row_mx + 8 * j, p_mh + 8 * j, p_c0 + 8 * j, p_gates + 4 * j, QF)
         for j in range(H2v, H2):
-            g = (np.int64(accx[t, b, j]) * mx[j] + np.int64(acc[s, j]) * mh[j] + c0[j]) >> SHIFT
+            g = (np.int64(accx[t, b, j]) * mx[b, j] + np.int64(acc[s, j]) * mh[j] + c0[j]) >> SHIFT
             gates[j] = np.int32(min(max(g, -QF), QF))  # every use of s or a clamps to [-QF, QF]
         row_out = p_out + (t * N + b) * C + col
         for j in range(0, Hv, 16):
@@ -317,15 +318,16 @@ def _final_states(hb, order, h_last):
 def recurrence_vnni(accx, packed, mx, mh, c0, lengths, order, reverse, Q, F, out, col, h_last):
     """One direction of one layer over a batch, U_int h_int by `matvec_vnni`.
 
-    accx (T, N, 2H) int32 = W_int x_int (C-contiguous); packed: U in `pack`'s layout; mx, mh (Rp,) int64
-    multipliers, c0 (Rp,) int64 = bias + 2^(SHIFT-1) - mh * correction; lengths (N,) int64; order: the
-    sequences by decreasing length, so that those still running at a step are a prefix; Q, F: the state
+    accx (T, N, 2H) int32 = W_int x_int (C-contiguous); packed: U in `pack`'s layout; mx (N, Rp) int64
+    input multipliers (one row per line), mh (Rp,) int64, c0 (Rp,) int64 = bias + 2^(SHIFT-1) - mh *
+    correction; lengths (N,) int64; order: the sequences by decreasing length, so that those still
+    running at a step are a prefix; Q, F: the state
     and gate grids (htr.fhe.integer). Writes out[t, b, col:col+H] (int8, C-contiguous; untouched past each
     length) and h_last (N, H) int32.
     """
     N = accx.shape[1]
     hb = np.full((N, packed.shape[1] * 4), OFFSET, dtype=np.uint8)  # h + 128; padding columns meet zero weights
-    acc = np.empty((N, mx.shape[0]), dtype=np.int32)
+    acc = np.empty((N, mx.shape[1]), dtype=np.int32)
     gates = np.empty(accx.shape[2], dtype=np.int32)
     n = N
     for i in range(lengths[order[0]] if N else 0):
@@ -341,7 +343,7 @@ def recurrence_generic(accx, packed, mx, mh, c0, lengths, order, reverse, Q, F, 
     """`recurrence_vnni` with `matvec_generic` (packed: U itself, padded)."""
     N = accx.shape[1]
     hb = np.full((N, packed.shape[1]), OFFSET, dtype=np.uint8)
-    acc = np.empty((N, mx.shape[0]), dtype=np.int32)
+    acc = np.empty((N, mx.shape[1]), dtype=np.int32)
     gates = np.empty(accx.shape[2], dtype=np.int32)
     n = N
     for i in range(lengths[order[0]] if N else 0):
@@ -358,31 +360,30 @@ def recurrence(kernel: str, *args) -> None:
 
 
 @njit(cache=True)
-def _max_abs(x):
-    """max |x| of a contiguous float32 array, as an integer max over the bits without the sign (the same
-    order for every non-NaN float32), which LLVM vectorises where it leaves a float max scalar."""
+def quantize_input(x, qmax, lengths):
+    """x (T, N, C) float32, C-contiguous, lengths (N,) -> (int8 x_int, scales (N,)): one scale per line,
+    max |x| over its valid steps / qmax, and x_int = clip(rint(x / scale)) on every step, in float32 as
+    numpy computes it for a float32 array (round half to even). The max runs over the bits without the
+    sign (the same order for every non-NaN float32), which LLVM vectorises where it leaves a float max
+    scalar."""
+    T, N, C = x.shape
     bits = x.view(np.int32)
-    m = np.int32(0)
-    for i in range(bits.size):
-        m = max(m, bits[i] & np.int32(0x7FFFFFFF))
     one = np.empty(1, dtype=np.int32)
-    one[0] = m
-    return one.view(np.float32)[0]
-
-
-@njit(cache=True)
-def quantize_input(x, qmax):
-    """x (T, N, C) float32, C-contiguous -> (int8 x_int, scale): scale = max|x| / qmax,
-    x_int = clip(rint(x / scale)), in float32 as numpy computes it for a float32 array (round half to even)."""
-    src = x.ravel()
-    scale = max(float(_max_abs(src)), 1e-12) / qmax
-    s32 = np.float32(scale)
     lim = np.float32(qmax)
     out = np.empty(x.shape, dtype=np.int8)
-    flat = out.ravel()
-    for i in range(src.size):
-        flat[i] = np.int8(min(max(np.rint(src[i] / s32), -lim), lim))
-    return out, scale
+    scales = np.empty(N)
+    for b in range(N):
+        m = np.int32(0)
+        for t in range(min(lengths[b], T)):
+            for c in range(C):
+                m = max(m, bits[t, b, c] & np.int32(0x7FFFFFFF))
+        one[0] = m
+        scales[b] = max(float(one.view(np.float32)[0]), 1e-12) / qmax
+        s32 = np.float32(scales[b])
+        for t in range(T):
+            for c in range(C):
+                out[t, b, c] = np.int8(min(max(np.rint(x[t, b, c] / s32), -lim), lim))
+    return out, scales
 
 
 @njit(cache=True)
