@@ -147,11 +147,7 @@ class HTRModule(pl.LightningModule):
         loss, _, _, skipped = self.ctc_loss(batch)
         self.skipped_lines += skipped
         n = len(batch["texts"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)  # the CTC loss alone, comparable across runs
-        penalty = self.net.penalty()
-        if penalty is not None:
-            self.log("train/penalty", penalty, batch_size=n)
-            loss = loss + penalty
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("train/skipped_lines", float(self.skipped_lines), batch_size=n, sync_dist=True, reduce_fx="sum")
         return loss
 

@@ -109,16 +109,6 @@ def test_backward_reaches_every_parameter(cell):
     assert not missing
 
 
-def test_penalty_sums_the_relu_add_cells_penalties_in_training():
-    cfg = RecognizerConfig(cell="relu_add", height=16, num_layers=2, saturation_penalty=0.1, **SMALL)
-    net = Recognizer(cfg, num_classes=5).train()
-    net(torch.randn(2, 1, 16, 40), torch.tensor([40, 24]))
-    cells = list(net.decoder.cells)
-    assert len(cells) == 4 and all(c.penalty is not None for c in cells)
-    assert torch.allclose(net.penalty(), sum(c.penalty for c in cells))
-    assert Recognizer(RecognizerConfig(cell="gru", height=16, **SMALL), num_classes=5).train().penalty() is None
-
-
 def test_config_round_trip_and_unknown_cell():
     cfg = RecognizerConfig(cell="gru", channels=(8, 16, 16), hidden_size=32)
     d = cfg.to_dict()

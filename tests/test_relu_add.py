@@ -460,30 +460,3 @@ def test_compiled_layer_is_piecewise_linear_gru_is_not():
         # a few points sit next to a kink; GRU's are all curved
         assert 0 < _curved_fraction(relu_add, alphas=alphas, seed=seed) < 0.1
         assert _curved_fraction(gru, alphas=alphas, seed=seed) > 0.9
-
-
-def test_saturation_penalty_is_the_weighted_mean_excess_over_valid_steps():
-    """In training, the cell keeps weight * mean ReLU(|W x_t + b| - 1)^2 over the valid steps (padding
-    left out), differentiable in W and b; in eval, or with weight 0, no penalty."""
-    T, N, weight = 6, 3, 0.5
-    cell = randomize_(ReluAddCell(4, 5, saturation_penalty=weight), scale=2.0, seed=5).train()
-    x = torch.randn(T, N, 4, generator=torch.Generator().manual_seed(5))
-    lengths = torch.tensor([6, 2, 4])
-    x_padded = x.clone()
-    x_padded[2:, 1] = 50.0  # past line 1's end: must not count
-    x_padded[4:, 2] = 50.0
-    cell(x_padded, lengths, x.new_zeros(N, 5))
-    xp = torch.nn.functional.linear(x, cell.weight_ih, cell.bias)
-    valid = torch.cat([xp[:6, 0], xp[:2, 1], xp[:4, 2]])  # (12, 10)
-    want = weight * torch.relu(valid.abs() - 1).square().mean()
-    assert want > 0 and torch.allclose(cell.penalty, want)
-    cell.penalty.backward()
-    assert cell.weight_ih.grad.abs().sum() > 0 and cell.bias.grad.abs().sum() > 0
-    cell.eval()
-    cell(x, lengths, x.new_zeros(N, 5))
-    assert cell.penalty is None
-    plain = randomize_(ReluAddCell(4, 5), scale=2.0, seed=5).train()
-    plain(x, lengths, x.new_zeros(N, 5))
-    assert plain.penalty is None
-    with pytest.raises(ValueError, match="saturation_penalty=-1"):
-        ReluAddCell(4, 5, saturation_penalty=-1)

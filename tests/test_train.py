@@ -423,19 +423,6 @@ def test_ctc_loss_skips_lines_that_cannot_fit():
     assert module.skipped_lines == 2  # counted over the run
 
 
-def test_training_loss_adds_the_saturation_penalty_and_logs_ctc_alone():
-    torch.manual_seed(0)
-    module = HTRModule(RecognizerConfig(cell="relu_add", height=32, channels=(8, 16, 16), feature_size=32,
-                                        hidden_size=32, num_layers=1, dropout=0.0, saturation_penalty=1.0)).train()
-    batch = make_batch(module, [(120, "a line"), (96, "another")])
-    logged = {}
-    module.log = lambda name, value, **kwargs: logged.__setitem__(name, value)  # outside a Trainer
-    loss = module.training_step(batch, 0)
-    penalty = module.net.penalty()
-    assert penalty is not None and penalty > 0
-    assert torch.allclose(loss, logged["train/loss"] + penalty) and torch.equal(logged["train/penalty"], penalty)
-
-
 def test_ctc_loss_all_infeasible_is_zero_with_a_graph():
     module = tiny_module().train()
     batch = make_batch(module, [(8, "much too long"), (12, "also too long")])

@@ -25,8 +25,6 @@ class RecognizerConfig:
                                     # which trains faster on lines (docs/results/synthetic.md)
     clip_grad_leak: float = 0.0     # relu_add only, training only: the clips' surrogate slope outside
                                     # [-1, 1] in the backward (0: the exact derivative); htr.nn.relu_add
-    saturation_penalty: float = 0.0  # relu_add only, training only: weight of the penalty on input
-                                    # pre-activations beyond [-1, 1] (htr.nn.relu_add), added to the loss
     lstm_forget_bias: float | None = 1.0  # lstm only: initial forget-gate bias (remember at first, as
                                     # Keras does by default); None keeps torch's uniform init
 
@@ -55,8 +53,7 @@ class Recognizer(nn.Module):
                                   pool_before_norm=config.pool_before_norm)
         self.decoder = build_recurrent(config.cell, config.feature_size, config.hidden_size, config.num_layers,
                                        config.bidirectional, config.dropout, gate_bias=config.gate_bias,
-                                       forget_bias=config.lstm_forget_bias, clip_grad_leak=config.clip_grad_leak,
-                                       saturation_penalty=config.saturation_penalty)
+                                       forget_bias=config.lstm_forget_bias, clip_grad_leak=config.clip_grad_leak)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(self.decoder.output_size, num_classes)
 
@@ -73,11 +70,6 @@ class Recognizer(nn.Module):
         features = features.to(self.classifier.weight.device)
         hidden, _ = self.decoder(features, lengths, final_state=False)  # (T, N, F) -> (T, N, D*H)
         return self.classifier(self.dropout(hidden)).log_softmax(-1)  # (T, N, D*H) -> (T, N, C)
-
-    def penalty(self) -> Tensor | None:
-        """The sum of the decoder cells' training penalties from the last forward, or None (none set)."""
-        terms = [m.penalty for m in self.decoder.modules() if getattr(m, "penalty", None) is not None]
-        return sum(terms[1:], terms[0]) if terms else None
 
     def forward(self, images: Tensor, widths: Tensor) -> tuple[Tensor, Tensor]:
         features, lengths = self.encode(images, widths)

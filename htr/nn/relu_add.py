@@ -26,12 +26,6 @@ transposed view), the layout every step reads; state dicts and checkpoints see p
 Training option ``clip_grad_leak``: the backward gives both clips a surrogate slope of ``leak``
 outside [-1, 1] instead of 0 (the forward, hence inference, is unchanged), so that units whose
 candidate or state sits in the clip still receive a gradient (docs/results/recognition.md).
-
-Training option ``saturation_penalty``: while training, each cell keeps in ``penalty`` the mean of
-ReLU(|W x_t + b| - 1)^2 over its valid steps times this weight, for the training loss to add
-(htr.nn.recognizer.Recognizer.penalty). Without it the input projections of a trained recogniser
-grow far past the clips (they are scale-free once saturated) and most units act as signs, where no
-exact gradient reaches them; the penalty keeps the pre-activations near the clips' linear range.
 """
 from __future__ import annotations
 
@@ -207,18 +201,14 @@ class ReluAddCell(nn.Module):
     """One direction of one relu_add layer: parameters, a single step, and the whole sequence."""
 
     def __init__(self, input_size: int, hidden_size: int, gate_bias: float = GATE_BIAS_INIT,
-                 clip_grad_leak: float = 0.0, saturation_penalty: float = 0.0) -> None:
+                 clip_grad_leak: float = 0.0) -> None:
         super().__init__()
         if not 0.0 <= clip_grad_leak <= 1.0:
             raise ValueError(f"clip_grad_leak={clip_grad_leak}; expected a slope in [0, 1]")
-        if saturation_penalty < 0.0:
-            raise ValueError(f"saturation_penalty={saturation_penalty}; expected a weight >= 0")
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.gate_bias = gate_bias
         self.clip_grad_leak = clip_grad_leak
-        self.saturation_penalty = saturation_penalty
-        self.penalty: Tensor | None = None  # the last training forward's weighted penalty (or None)
         self.weight_ih = nn.Parameter(torch.empty(2 * hidden_size, input_size))
         # U (2H, H), laid out in memory as U^T (H, 2H): every step computes h @ U^T, so U^T is read
         # without a per-call transposed copy (docs/results/cells.md). Any layout stays correct.
@@ -237,12 +227,6 @@ class ReluAddCell(nn.Module):
         with torch.no_grad():
             self.bias[:H].fill_(self.gate_bias)
 
-    def _saturation(self, xp: Tensor, lengths: Tensor) -> Tensor:
-        """saturation_penalty * mean of ReLU(|W x_t + b| - 1)^2 over the valid steps of xp (T, B, 2H)."""
-        valid = torch.arange(xp.shape[0], device=xp.device)[:, None] < lengths.to(xp.device)[None, :]  # (T, B)
-        excess = F.relu(xp[valid].abs() - 1.0)  # (T, B, 2H) -> (valid steps, 2H)
-        return self.saturation_penalty * excess.square().mean()
-
     def step(self, x_t: Tensor, h_prev: Tensor) -> Tensor:
         """One step in plain torch: (B, I), (B, H) -> (B, H)."""
         return relu_add_update(h_prev, F.linear(x_t, self.weight_ih, self.bias) + h_prev @ self.weight_hh.t())
@@ -254,7 +238,6 @@ class ReluAddCell(nn.Module):
         time order), which is the backward direction of a bidirectional layer.
         """
         xp = F.linear(x, self.weight_ih, self.bias)  # (T, B, I) -> (T, B, 2H), all steps at once
-        self.penalty = self._saturation(xp, lengths) if self.training and self.saturation_penalty else None
         if xp.device.type == "cpu" and not (torch.is_grad_enabled() and (xp.requires_grad or h0.requires_grad)):
             return _sequence_infer(xp, self.weight_hh, h0, lengths, reverse)
         if xp.device.type == "cpu" or (xp.is_cuda and _HAS_TRITON and xp.dtype == torch.float32):
