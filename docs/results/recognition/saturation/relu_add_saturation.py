@@ -4,7 +4,8 @@
 
 For 48 val lines (random.Random(0)), per layer and direction, the share of (step, unit) values with
 the state at +-1 (the outer clip saturated: zero exact slope), the candidate's pre-activation beyond
-[-1, 1] (the inner clip saturated), and a positive gate score (the state shrunk, the candidate kept).
+[-1, 1] (the inner clip saturated), and a positive gate score (the state shrunk, the candidate kept);
+and the median |W x_t + b| of its input projection (both blocks): far above 1, the units act as signs.
 """
 import random
 import sys
@@ -35,12 +36,15 @@ with torch.no_grad():
                 out, _ = cell(inputs, frames, inputs.new_zeros(1, cell.hidden_size), reverse=reverse)
                 seq, xs = (out.flip(0), inputs.flip(0)) if reverse else (out, inputs)  # processing order
                 h_prev = torch.cat([seq.new_zeros(1, *seq.shape[1:]), seq[:-1]])
-                s, a = (F.linear(xs, cell.weight_ih, cell.bias) + h_prev @ cell.weight_hh.t()).chunk(2, dim=-1)
+                projection = F.linear(xs, cell.weight_ih, cell.bias)  # (T, 1, 2H)
+                s, a = (projection + h_prev @ cell.weight_hh.t()).chunk(2, dim=-1)
                 d = totals.setdefault((layer, "backward" if reverse else "forward"),
-                                      {"state at +-1": [], "candidate beyond [-1, 1]": [], "gate score > 0": []})
+                                      {"state at +-1": [], "candidate beyond [-1, 1]": [], "gate score > 0": [],
+                                       "median |W x + b|": []})
                 d["state at +-1"].append(float((seq.abs() >= 1.0).float().mean()))
                 d["candidate beyond [-1, 1]"].append(float((a.abs() > 1.0).float().mean()))
                 d["gate score > 0"].append(float((s > 0).float().mean()))
+                d["median |W x + b|"].append(float(projection.abs().median()))
                 outputs.append(out)
             inputs = torch.cat(outputs, dim=-1)
 print(f"{model.name}: hidden {model.net.config.hidden_size}, 48 poilus val lines, share of (step, unit) values")
