@@ -5,7 +5,7 @@ Names are imported lazily (the metrics pull in torchmetrics, which inference doe
 from importlib import import_module
 
 # The default beam width of every beam decoder: a wider beam keeps more of the LM's alternatives
-# (poilus val, every shipped model: docs/results/recognition.md, "Beam+lm scoring").
+# (poilus val: docs/results/recognition.md, "Beam+lm scoring").
 BEAM_WIDTH = 32
 
 _EXPORTS = {
