@@ -321,9 +321,8 @@ def recurrence_vnni(accx, packed, mx, mh, c0, lengths, order, reverse, Q, F, out
     accx (T, N, 2H) int32 = W_int x_int (C-contiguous); packed: U in `pack`'s layout; mx (N, Rp) int64
     input multipliers (one row per line), mh (Rp,) int64, c0 (Rp,) int64 = bias + 2^(SHIFT-1) - mh *
     correction; lengths (N,) int64; order: the sequences by decreasing length, so that those still
-    running at a step are a prefix; Q, F: the state
-    and gate grids (htr.fhe.integer). Writes out[t, b, col:col+H] (int8, C-contiguous; untouched past each
-    length) and h_last (N, H) int32.
+    running at a step are a prefix; Q, F: the state and gate grids (htr.fhe.integer). Writes
+    out[t, b, col:col+H] (int8, C-contiguous; untouched past each length) and h_last (N, H) int32.
     """
     N = accx.shape[1]
     hb = np.full((N, packed.shape[1] * 4), OFFSET, dtype=np.uint8)  # h + 128; padding columns meet zero weights
