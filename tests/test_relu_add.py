@@ -191,47 +191,55 @@ def test_gradcheck_cell_with_initial_state(driver, reverse):
 
 class _SurrogateClip(torch.autograd.Function):
     """clip(v) forward; slope 1 inside [-1, 1] and ``leak`` outside backward (exact at the kinks: a
-    forward written as clip(v) + leak * (v - clip(v)) - detached(same) would round off them)."""
+    forward written as clip(v) + leak * (v - clip(v)) - detached(same) would round off them); with
+    ``inward``, ``leak`` only where grad * v > 0 (descent moves v back towards [-1, 1]), else 0."""
 
     @staticmethod
-    def forward(ctx, v, leak):
+    def forward(ctx, v, leak, inward):
         ctx.save_for_backward(v)
-        ctx.leak = leak
+        ctx.leak, ctx.inward = leak, inward
         return _clip(v)
 
     @staticmethod
     def backward(ctx, grad):
         (v,) = ctx.saved_tensors
         inside = ((v + 1 > 0) & ~(v - 1 > 0)).to(grad.dtype)  # the kernels' and torch's ReLU'(0) = 0
-        return grad * (inside + ctx.leak * (1 - inside)), None
+        leak = ctx.leak * (grad * v > 0).to(grad.dtype) if ctx.inward else ctx.leak
+        return grad * (inside + leak * (1 - inside)), None, None
 
 
-def _surrogate_cell(cell: ReluAddCell, x, leak):
+def _surrogate_cell(cell: ReluAddCell, x, leak, inward):
     """The cell over full-length sequences with the surrogate clips, its gates summed in the kernels'
     order ((W x + b) + h U^T): ties at the kinks then fall the same way in both."""
     xp = torch.nn.functional.linear(x, cell.weight_ih, cell.bias)  # (T, N, 2H)
     h, outs = x.new_zeros(x.shape[1], cell.hidden_size), []
     for t in range(x.shape[0]):
         s, a = (xp[t] + h @ cell.weight_hh.t()).chunk(2, dim=-1)
-        h = _SurrogateClip.apply(_inh(h, torch.relu(s)) + _inh(_SurrogateClip.apply(a, leak), torch.relu(-s)), leak)
+        n = _SurrogateClip.apply(a, leak, inward)
+        h = _SurrogateClip.apply(_inh(h, torch.relu(s)) + _inh(n, torch.relu(-s)), leak, inward)
         outs.append(h)
     return torch.stack(outs)
 
 
-def test_clip_grad_leak_is_a_surrogate_slope(driver):
+@pytest.mark.parametrize("inward", [False, True])
+def test_clip_grad_leak_is_a_surrogate_slope(driver, inward):
     """clip_grad_leak changes the backward only: the outputs stay those of the exact cell, and the
-    gradients are those of the same equations with the clips' slope set to the leak outside [-1, 1]."""
+    gradients are those of the same equations with the clips' slope set to the leak outside [-1, 1]
+    (with clip_grad_inward, only where descent moves the value back inside)."""
     leak, T, N = 0.1, 9, 5
-    cell = randomize_(ReluAddCell(5, 7, clip_grad_leak=leak), scale=2.0, seed=3).double()
+    cell = randomize_(ReluAddCell(5, 7, clip_grad_leak=leak, clip_grad_inward=inward), scale=2.0, seed=3).double()
     x = torch.randn(T, N, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3), requires_grad=True)
     out, _ = cell(x, torch.full((N,), T), x.new_zeros(N, 7))
-    want = _surrogate_cell(cell, x, leak)
+    want = _surrogate_cell(cell, x, leak, inward)
     assert torch.allclose(out, want, atol=1e-12)  # the forward of the exact cell
     weights = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     params = [x, cell.weight_ih, cell.weight_hh, cell.bias]
     got = torch.autograd.grad((out * weights).sum(), params)
     for g, w in zip(got, torch.autograd.grad((want * weights).sum(), params)):
         assert torch.allclose(g, w, atol=1e-10)
+    other = _surrogate_cell(cell, x, leak, not inward)  # the two surrogates differ: the test tells them apart
+    assert not all(torch.allclose(g, o, atol=1e-6)
+                   for g, o in zip(got, torch.autograd.grad((other * weights).sum(), params)))
     cell.clip_grad_leak = 0.0  # the exact derivative differs: saturated units get no gradient there
     exact = torch.autograd.grad((cell(x, torch.full((N,), T), x.new_zeros(N, 7))[0] * weights).sum(), params)
     assert not all(torch.allclose(g, e, atol=1e-6) for g, e in zip(got, exact))
