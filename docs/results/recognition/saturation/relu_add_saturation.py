@@ -4,7 +4,8 @@
 
 For 48 val lines (random.Random(0)), per layer and direction, the share of (step, unit) values with
 the state at +-1 (the outer clip saturated: zero exact slope), the candidate's pre-activation beyond
-[-1, 1] (the inner clip saturated), and a positive gate score (the state shrunk, the candidate kept);
+[-1, 1] (the inner clip saturated), a positive gate score (the state shrunk, the candidate kept), the
+gate in a dead zone (the state fully reset or the candidate fully blocked: zero slope in the gate score);
 and the median |W x_t + b| of its input projection (both blocks): far above 1, the units act as signs.
 """
 import random
@@ -40,10 +41,14 @@ with torch.no_grad():
                 s, a = (projection + h_prev @ cell.weight_hh.t()).chunk(2, dim=-1)
                 d = totals.setdefault((layer, "backward" if reverse else "forward"),
                                       {"state at +-1": [], "candidate beyond [-1, 1]": [], "gate score > 0": [],
-                                       "median |W x + b|": []})
+                                       "gate in a dead zone": [], "median |W x + b|": []})
                 d["state at +-1"].append(float((seq.abs() >= 1.0).float().mean()))
                 d["candidate beyond [-1, 1]"].append(float((a.abs() > 1.0).float().mean()))
                 d["gate score > 0"].append(float((s > 0).float().mean()))
+                # inh(v, g) = 0 with slope 0 in g where |v| <= g: the state fully reset (s > |h|) or the
+                # candidate fully blocked (-s > |n|); there the gate score gets no gradient
+                dead = torch.where(s > 0, h_prev.abs() <= s, a.clamp(-1, 1).abs() <= -s)
+                d["gate in a dead zone"].append(float(dead.float().mean()))
                 d["median |W x + b|"].append(float(projection.abs().median()))
                 outputs.append(out)
             inputs = torch.cat(outputs, dim=-1)
