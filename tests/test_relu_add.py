@@ -208,79 +208,43 @@ class _SurrogateClip(torch.autograd.Function):
         return grad * (inside + leak * (1 - inside)), None, None
 
 
-class _SurrogateInh(torch.autograd.Function):
-    """inh(v, g) forward; backward the exact slopes, except in g where the gate is closed (|v| <= g):
-    -leak * sign(v) there, only where grad * v < 0 (descent lowers g), else 0."""
-
-    @staticmethod
-    def forward(ctx, v, g, leak):
-        ctx.save_for_backward(v, g)
-        ctx.leak = leak
-        return _inh(v, g)
-
-    @staticmethod
-    def backward(ctx, grad):
-        v, g = ctx.saved_tensors
-        pos, neg = (v - g > 0).to(grad.dtype), (-v - g > 0).to(grad.dtype)
-        closed = (1 - pos - neg) * (grad * v < 0).to(grad.dtype)
-        return grad * (pos + neg), grad * (neg - pos - ctx.leak * closed * torch.sign(v)), None
-
-
-def _surrogate_cell(cell: ReluAddCell, x, slopes: relu_add_mod.SurrogateSlopes):
-    """The cell over full-length sequences with the surrogate clips and gates, its gates summed in the
-    kernels' order ((W x + b) + h U^T): ties at the kinks then fall the same way in both."""
+def _surrogate_cell(cell: ReluAddCell, x, leak, inward):
+    """The cell over full-length sequences with the surrogate clips, its gates summed in the kernels'
+    order ((W x + b) + h U^T): ties at the kinks then fall the same way in both."""
     xp = torch.nn.functional.linear(x, cell.weight_ih, cell.bias)  # (T, N, 2H)
     h, outs = x.new_zeros(x.shape[1], cell.hidden_size), []
     for t in range(x.shape[0]):
         s, a = (xp[t] + h @ cell.weight_hh.t()).chunk(2, dim=-1)
-        n = _SurrogateClip.apply(a, slopes.clip, slopes.clip_inward)
-        z = _SurrogateInh.apply(h, torch.relu(s), slopes.gate) + _SurrogateInh.apply(n, torch.relu(-s), slopes.gate)
-        h = _SurrogateClip.apply(z, slopes.clip, slopes.clip_inward)
+        n = _SurrogateClip.apply(a, leak, inward)
+        h = _SurrogateClip.apply(_inh(h, torch.relu(s)) + _inh(n, torch.relu(-s)), leak, inward)
         outs.append(h)
     return torch.stack(outs)
 
 
-SURROGATES = {"clip": (0.1, False, 0.0), "clip_inward": (0.1, True, 0.0), "clip_inward_and_gate": (0.1, True, 0.1)}
-
-
-@pytest.mark.parametrize("slopes", SURROGATES.values(), ids=SURROGATES.keys())
-def test_surrogate_slopes_change_the_backward_only(driver, slopes):
-    """clip_grad_leak, clip_grad_inward and gate_grad_leak change the backward only: the outputs stay
-    those of the exact cell, and the gradients are those of the same equations with the clips' slope
-    set to the leak outside [-1, 1] (with clip_grad_inward, only where descent moves the value back
-    inside) and the closed gates' slope to -gate_grad_leak * sign(v) where descent reopens them."""
-    slopes = relu_add_mod.SurrogateSlopes(*slopes)
-    T, N = 9, 5
-    cell = ReluAddCell(5, 7, clip_grad_leak=slopes.clip, clip_grad_inward=slopes.clip_inward,
-                       gate_grad_leak=slopes.gate)
-    cell = randomize_(cell, scale=2.0, seed=3).double()
+@pytest.mark.parametrize("inward", [False, True])
+def test_clip_grad_leak_is_a_surrogate_slope(driver, inward):
+    """clip_grad_leak changes the backward only: the outputs stay those of the exact cell, and the
+    gradients are those of the same equations with the clips' slope set to the leak outside [-1, 1]
+    (with clip_grad_inward, only where descent moves the value back inside)."""
+    leak, T, N = 0.1, 9, 5
+    cell = randomize_(ReluAddCell(5, 7, clip_grad_leak=leak, clip_grad_inward=inward), scale=2.0, seed=3).double()
     x = torch.randn(T, N, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3), requires_grad=True)
     out, _ = cell(x, torch.full((N,), T), x.new_zeros(N, 7))
-    want = _surrogate_cell(cell, x, slopes)
+    want = _surrogate_cell(cell, x, leak, inward)
     assert torch.allclose(out, want, atol=1e-12)  # the forward of the exact cell
     weights = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     params = [x, cell.weight_ih, cell.weight_hh, cell.bias]
-
-    def grads(y):
-        return torch.autograd.grad((y * weights).sum(), params)
-
-    got = grads(out)
-    for g, w in zip(got, grads(want)):
+    got = torch.autograd.grad((out * weights).sum(), params)
+    for g, w in zip(got, torch.autograd.grad((want * weights).sum(), params)):
         assert torch.allclose(g, w, atol=1e-10)
-    # each setting moves the gradients: the test tells every surrogate from its neighbours
-    others = [slopes._replace(clip_inward=not slopes.clip_inward), slopes._replace(gate=0.1 - slopes.gate),
-              relu_add_mod.SurrogateSlopes()]
-    for other in others:
-        assert not all(torch.allclose(g, o, atol=1e-6) for g, o in zip(got, grads(_surrogate_cell(cell, x, other))))
-    cell.clip_grad_leak = cell.gate_grad_leak = 0.0  # the exact derivative, through the kernels, differs too
-    exact = grads(cell(x, torch.full((N,), T), x.new_zeros(N, 7))[0])
+    other = _surrogate_cell(cell, x, leak, not inward)  # the two surrogates differ: the test tells them apart
+    assert not all(torch.allclose(g, o, atol=1e-6)
+                   for g, o in zip(got, torch.autograd.grad((other * weights).sum(), params)))
+    cell.clip_grad_leak = 0.0  # the exact derivative differs: saturated units get no gradient there
+    exact = torch.autograd.grad((cell(x, torch.full((N,), T), x.new_zeros(N, 7))[0] * weights).sum(), params)
     assert not all(torch.allclose(g, e, atol=1e-6) for g, e in zip(got, exact))
-
-
-@pytest.mark.parametrize("name", ["clip_grad_leak", "gate_grad_leak"])
-def test_surrogate_slope_out_of_range_is_refused(name):
-    with pytest.raises(ValueError, match=f"{name}=1.5"):
-        ReluAddCell(5, 7, **{name: 1.5})
+    with pytest.raises(ValueError, match="clip_grad_leak=1.5"):
+        ReluAddCell(5, 7, clip_grad_leak=1.5)
 
 
 def test_recurrent_weight_sees_in_place_data_updates():

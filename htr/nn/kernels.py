@@ -17,9 +17,7 @@ computed outside) are split into g = [s | a], the gate score s and the candidate
 Derivatives follow ReLU'(v) = [v > 0], so they match torch autograd of the same expressions exactly;
 with ``leak`` > 0 the backward uses a surrogate slope for the two clips instead: 1 inside [-1, 1],
 ``leak`` outside, where the exact slope is 0 (the forward is unchanged; see htr.nn.relu_add); with
-``inward`` only where the gradient step moves the clipped value back towards [-1, 1]. With
-``gate_leak`` > 0, inh(v, g) gets the slope -gate_leak * sign(v) in g where |v| <= g (a closed gate:
-output 0, exact slope 0), only where the descent step lowers g, reopening the gate.
+``inward`` only where the gradient step moves the clipped value back towards [-1, 1].
 Sequences of length L[b] < T keep their state after step L[b] and emit zeros there (packed semantics).
 With reverse=True, step i of sequence b reads time L[b]-1-i, so the backward direction starts at each
 sequence's own end; gates, states and grad_gates stay in step order, outputs in time order.
@@ -55,15 +53,6 @@ def _dclip(v, leak, inward, grad):
 
 
 @njit(cache=True, inline="always")
-def _dinh_dgate(v, g, gate_leak, grad):
-    """Slope of inh(v, g) in g: -sign(v) where |v| > g, 0 where the gate is closed (|v| <= g); there
-    -gate_leak * sign(v) when training with the surrogate, only where grad (dL/dinh) makes descent lower g."""
-    pos, neg = _ind(v - g > 0.0), _ind(-v - g > 0.0)
-    closed = (1.0 - pos - neg) * _ind(grad * v < 0.0)
-    return neg - pos + gate_leak * closed * (_ind(v < 0.0) - _ind(v > 0.0))
-
-
-@njit(cache=True, inline="always")
 def _step(h_prev, s, a):
     """One unit of one step; returns (h_new, n, z) with z the pre-clip sum."""
     n = _clip(a)
@@ -95,13 +84,13 @@ def forward_step(t, hu, xp, lengths, reverse, h_prev, h_new, out, gates_t):
 
 
 @njit(cache=True)
-def backward_step(t, dh, gates, states, lengths, reverse, grad_out, grad_gates, leak, inward, gate_leak):
+def backward_step(t, dh, gates, states, lengths, reverse, grad_out, grad_gates, leak, inward):
     """Element-wise part of the backward of step t.
 
     On entry dh = dL/dh_t from later steps; on exit dh holds only the direct part of dL/dh_{t-1}
     (through inh(h_{t-1}, .)), and grad_gates[t] = dL/dg_t. The caller adds grad_gates[t] @ U to dh.
     leak: the clips' surrogate slope outside [-1, 1] (0: the exact derivative); inward: only where
-    descent moves the value back inside; gate_leak: inh's surrogate slope in a closed gate (`_dinh_dgate`).
+    descent moves the value back inside.
     """
     B, H2 = grad_gates.shape[1:]
     H = H2 // 2
@@ -121,12 +110,14 @@ def backward_step(t, dh, gates, states, lengths, reverse, grad_out, grad_gates, 
             z = (_relu(hp - p) - _relu(-hp - p)) + (_relu(n - q) - _relu(-n - q))
             gz = dh[b, j] + go
             dz = gz * _dclip(z, leak, inward, gz)
-            # inh(v, q): d/dv = [v-q>0] + [-v-q>0];  d/dq = [-v-q>0] - [v-q>0] (+ the surrogate)
+            # inh(v, q): d/dv = [v-q>0] + [-v-q>0];  d/dq = [-v-q>0] - [v-q>0]
             hp_pos = _ind(hp - p > 0.0)
             hp_neg = _ind(-hp - p > 0.0)
-            dp = dz * _dinh_dgate(hp, p, gate_leak, dz)
-            dq = dz * _dinh_dgate(n, q, gate_leak, dz)
-            dn = dz * (_ind(n - q > 0.0) + _ind(-n - q > 0.0))
+            n_pos = _ind(n - q > 0.0)
+            n_neg = _ind(-n - q > 0.0)
+            dp = dz * (hp_neg - hp_pos)
+            dq = dz * (n_neg - n_pos)
+            dn = dz * (n_pos + n_neg)
             grad_gates[t, b, j] = dp * _ind(s > 0.0) - dq * _ind(-s > 0.0)
             grad_gates[t, b, H + j] = dn * _dclip(a, leak, inward, dn)
             dh[b, j] = dz * (hp_pos + hp_neg)
@@ -166,18 +157,18 @@ def relu_add_infer(xp, u_t, lengths, reverse, h, out):
 
 
 @njit(cache=True)
-def relu_add_backward(gates, states, u, lengths, reverse, grad_out, grad_hn, grad_gates, leak, inward, gate_leak):
+def relu_add_backward(gates, states, u, lengths, reverse, grad_out, grad_hn, grad_gates, leak, inward):
     """Back-propagate through time with the loop in machine code; returns dL/dh_0.
 
     u (2H, H) is the untransposed recurrent weight (dh_{t-1} += dg_t @ u); grad_out (T, B, H) and
     grad_hn (B, H) are the incoming gradients; grad_gates (T, B, 2H) is written with dL/dXp, in step
-    order (the caller maps it back to time order when reverse); leak, inward, gate_leak as in `backward_step`.
+    order (the caller maps it back to time order when reverse); leak, inward as in `backward_step`.
     """
     T = gates.shape[0]
     dh = grad_hn.copy()
     dhu = np.empty_like(dh)
     for t in range(T - 1, -1, -1):
-        backward_step(t, dh, gates, states, lengths, reverse, grad_out, grad_gates, leak, inward, gate_leak)
+        backward_step(t, dh, gates, states, lengths, reverse, grad_out, grad_gates, leak, inward)
         np.dot(grad_gates[t], u, dhu)  # (B, 2H) @ (2H, H) -> (B, H)
         dh += dhu
     return dh

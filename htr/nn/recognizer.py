@@ -27,8 +27,6 @@ class RecognizerConfig:
                                     # [-1, 1] in the backward (0: the exact derivative); htr.nn.relu_add
     clip_grad_inward: bool = False  # with clip_grad_leak: the slope only where descent moves the value
                                     # back towards [-1, 1]
-    gate_grad_leak: float = 0.0     # relu_add only, training only: the gate's surrogate slope where it is
-                                    # closed, only where descent reopens it (0: exact); htr.nn.relu_add
     lstm_forget_bias: float | None = 1.0  # lstm only: initial forget-gate bias (remember at first, as
                                     # Keras does by default); None keeps torch's uniform init
 
@@ -58,8 +56,7 @@ class Recognizer(nn.Module):
         self.decoder = build_recurrent(config.cell, config.feature_size, config.hidden_size, config.num_layers,
                                        config.bidirectional, config.dropout, gate_bias=config.gate_bias,
                                        forget_bias=config.lstm_forget_bias, clip_grad_leak=config.clip_grad_leak,
-                                       clip_grad_inward=config.clip_grad_inward,
-                                       gate_grad_leak=config.gate_grad_leak)
+                                       clip_grad_inward=config.clip_grad_inward)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(self.decoder.output_size, num_classes)
 

@@ -159,11 +159,11 @@ class ReluAddRecurrent(RecurrentLayer):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False,
                  dropout: float = 0.0, batch_first: bool = False, gate_bias: float = GATE_BIAS_INIT,
-                 clip_grad_leak: float = 0.0, clip_grad_inward: bool = False, gate_grad_leak: float = 0.0) -> None:
+                 clip_grad_leak: float = 0.0, clip_grad_inward: bool = False) -> None:
         super().__init__(input_size, hidden_size, num_layers, bidirectional, dropout, batch_first)
         self.cells = nn.ModuleList(
             ReluAddCell(input_size if k == 0 else self.output_size, hidden_size, gate_bias, clip_grad_leak,
-                        clip_grad_inward, gate_grad_leak)
+                        clip_grad_inward)
             for k in range(num_layers) for _ in range(self.num_directions))
         self.between_layers = nn.Dropout(dropout)
 
@@ -190,8 +190,7 @@ class ReluAddRecurrent(RecurrentLayer):
 def build_recurrent(name: str, input_size: int, hidden_size: int, num_layers: int = 1,
                     bidirectional: bool = False, dropout: float = 0.0, batch_first: bool = False,
                     gate_bias: float = GATE_BIAS_INIT, forget_bias: float | None = None,
-                    clip_grad_leak: float = 0.0, clip_grad_inward: bool = False,
-                    gate_grad_leak: float = 0.0) -> RecurrentLayer:
+                    clip_grad_leak: float = 0.0, clip_grad_inward: bool = False) -> RecurrentLayer:
     """Build a recurrent layer by cell name: one of relu_add, gru, lstm.
 
     gate_bias is relu_add's initial gate-score bias b_s; forget_bias, when given, lstm's initial
@@ -200,7 +199,7 @@ def build_recurrent(name: str, input_size: int, hidden_size: int, num_layers: in
     kwargs = dict(num_layers=num_layers, bidirectional=bidirectional, dropout=dropout, batch_first=batch_first)
     if name == "relu_add":
         return ReluAddRecurrent(input_size, hidden_size, gate_bias=gate_bias, clip_grad_leak=clip_grad_leak,
-                                clip_grad_inward=clip_grad_inward, gate_grad_leak=gate_grad_leak, **kwargs)
+                                clip_grad_inward=clip_grad_inward, **kwargs)
     if name == "lstm":
         return TorchRecurrent(name, input_size, hidden_size, forget_bias=forget_bias, **kwargs)
     if name == "gru":

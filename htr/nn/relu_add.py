@@ -23,18 +23,15 @@ Parameters are stored as W = [W_s; W_n] (2H, I), U = [U_s; U_n] (2H, H), b = [b_
 rows [0, H) give the gate score, rows [H, 2H) the candidate. U's memory holds U^T (the parameter is a
 transposed view), the layout every step reads; state dicts and checkpoints see plain (2H, H) values.
 
-Training options, the backward's surrogate slopes where the exact one is 0 (the forward, hence
-inference, is unchanged; docs/results/recognition.md): ``clip_grad_leak`` gives both clips a slope of
-``leak`` outside [-1, 1], so that units whose candidate or state sits in the clip still receive a
-gradient. With ``clip_grad_inward`` that slope applies only where the descent step moves the clipped
-value back towards [-1, 1]: where the loss asks for more of a clipped value, the exact zero stays.
-``gate_grad_leak`` gives inh(v, g) the slope -leak * sign(v) in g where the gate is closed (|v| <= g:
-the state fully reset, or the candidate fully blocked), only where the descent step lowers g.
+Training option ``clip_grad_leak``: the backward gives both clips a surrogate slope of ``leak``
+outside [-1, 1] instead of 0 (the forward, hence inference, is unchanged), so that units whose
+candidate or state sits in the clip still receive a gradient (docs/results/recognition.md). With
+``clip_grad_inward`` the slope applies only where the descent step moves the clipped value back
+towards [-1, 1]: where the loss asks for more of a clipped value, the exact zero stays.
 """
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -79,14 +76,6 @@ except ImportError:
     _HAS_TRITON = False
 
 
-class SurrogateSlopes(NamedTuple):
-    """The backward's surrogate slopes (training only), in kernels.backward_step's argument order."""
-
-    clip: float = 0.0           # both clips' slope outside [-1, 1] (exact: 0)
-    clip_inward: bool = False   # the clip slope only where descent moves the value back inside
-    gate: float = 0.0           # inh's slope in a closed gate, only where descent reopens it (exact: 0)
-
-
 def _np(t: Tensor):
     """A numpy view of a contiguous CPU tensor (no copy)."""
     return t.detach().numpy()
@@ -107,17 +96,17 @@ def _forward_step_fn(hu: Tensor, xp: Tensor, lengths: Tensor, reverse: bool, out
 
 
 def _backward_step_fn(dh: Tensor, gates: Tensor, states: Tensor, lengths: Tensor, reverse: bool,
-                      grad_out: Tensor, grad_gates: Tensor, slopes: SurrogateSlopes):
+                      grad_out: Tensor, grad_gates: Tensor, leak: float, inward: bool):
     """step(t): the element-wise backward of step t (see kernels.backward_step)."""
     if dh.is_cuda:
         from htr.nn import kernels_cuda
 
-        if slopes.clip or slopes.gate:
-            raise NotImplementedError(f"{slopes}: the surrogate slopes are implemented for the CPU kernels only; "
-                                      f"expected 0 on CUDA")
+        if leak:
+            raise NotImplementedError(f"clip_grad_leak={leak}: the surrogate clip slope is implemented for the "
+                                      f"CPU kernels only; expected 0 on CUDA")
         lengths = lengths.to(dh.device)
         return lambda t: kernels_cuda.backward_step(t, dh, gates, states, lengths, reverse, grad_out, grad_gates)
-    args = [_np(dh), _np(gates), _np(states), lengths.numpy(), reverse, _np(grad_out), _np(grad_gates), *slopes]
+    args = [_np(dh), _np(gates), _np(states), lengths.numpy(), reverse, _np(grad_out), _np(grad_gates), leak, inward]
     return lambda t: kernels.backward_step(t, *args)
 
 
@@ -164,18 +153,18 @@ def _sequence_infer(xp: Tensor, u: Tensor, h0: Tensor, lengths: Tensor, reverse:
 
 
 def _sequence_backward(gates: Tensor, states: Tensor, weight_hh: Tensor, lengths: Tensor, reverse: bool,
-                       grad_out: Tensor, grad_hn: Tensor,
-                       slopes: SurrogateSlopes = SurrogateSlopes()) -> tuple[Tensor, Tensor]:
-    """Returns dL/dg (T, B, 2H) in step order and dL/dh0 (B, H); slopes: kernels.backward_step's."""
+                       grad_out: Tensor, grad_hn: Tensor, leak: float = 0.0,
+                       inward: bool = False) -> tuple[Tensor, Tensor]:
+    """Returns dL/dg (T, B, 2H) in step order and dL/dh0 (B, H); leak, inward: kernels.backward_step's."""
     grad_gates = torch.empty_like(gates)
     u = weight_hh.detach().contiguous()
     grad_out, grad_hn = grad_out.contiguous(), grad_hn.contiguous()
     if not gates.is_cuda and gates.shape[1] < TORCH_MATMUL_MIN_BATCH:
         dh = kernels.relu_add_backward(_np(gates), _np(states), _np(u), lengths.numpy(), reverse, _np(grad_out),
-                                       _np(grad_hn), _np(grad_gates), *slopes)
+                                       _np(grad_hn), _np(grad_gates), leak, inward)
         return grad_gates, torch.from_numpy(dh)
     dh = grad_hn.clone()
-    step = _backward_step_fn(dh, gates, states, lengths, reverse, grad_out, grad_gates, slopes)
+    step = _backward_step_fn(dh, gates, states, lengths, reverse, grad_out, grad_gates, leak, inward)
     for t in range(gates.shape[0] - 1, -1, -1):
         step(t)
         dh.addmm_(grad_gates[t], u)  # (B, 2H) @ (2H, H) -> (B, H)
@@ -187,22 +176,22 @@ class _ReluAddSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, xp: Tensor, weight_hh: Tensor, h0: Tensor, lengths: Tensor,  # type: ignore[override]
-                reverse: bool, slopes: SurrogateSlopes = SurrogateSlopes()):
+                reverse: bool, leak: float = 0.0, inward: bool = False):
         out, states, gates = _sequence_forward(xp, weight_hh.detach(), h0, lengths, reverse)
         ctx.save_for_backward(weight_hh, gates, states, lengths)
-        ctx.reverse, ctx.slopes = reverse, slopes
+        ctx.reverse, ctx.leak, ctx.inward = reverse, leak, inward
         return out, states[-1].clone()
 
     @staticmethod
     def backward(ctx, grad_out: Tensor, grad_hn: Tensor):  # type: ignore[override]
         weight_hh, gates, states, lengths = ctx.saved_tensors
         grad_gates, grad_h0 = _sequence_backward(gates, states, weight_hh, lengths, ctx.reverse, grad_out, grad_hn,
-                                                 ctx.slopes)
+                                                 ctx.leak, ctx.inward)
         H = states.shape[-1]
         # dU = sum_t dg_t^T h_{t-1}: one product over all steps. (T, B, 2H) -> (T*B, 2H)
         grad_w = grad_gates.reshape(-1, 2 * H).t() @ states[:-1].reshape(-1, H)
         grad_xp = reverse_within_lengths(grad_gates, lengths) if ctx.reverse else grad_gates  # step -> time order
-        return grad_xp, grad_w, grad_h0, None, None, None
+        return grad_xp, grad_w, grad_h0, None, None, None, None
 
 
 def _masked_step(h: Tensor, gates: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
@@ -215,17 +204,15 @@ class ReluAddCell(nn.Module):
     """One direction of one relu_add layer: parameters, a single step, and the whole sequence."""
 
     def __init__(self, input_size: int, hidden_size: int, gate_bias: float = GATE_BIAS_INIT,
-                 clip_grad_leak: float = 0.0, clip_grad_inward: bool = False, gate_grad_leak: float = 0.0) -> None:
+                 clip_grad_leak: float = 0.0, clip_grad_inward: bool = False) -> None:
         super().__init__()
-        for name, leak in (("clip_grad_leak", clip_grad_leak), ("gate_grad_leak", gate_grad_leak)):
-            if not 0.0 <= leak <= 1.0:
-                raise ValueError(f"{name}={leak}; expected a slope in [0, 1]")
+        if not 0.0 <= clip_grad_leak <= 1.0:
+            raise ValueError(f"clip_grad_leak={clip_grad_leak}; expected a slope in [0, 1]")
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.gate_bias = gate_bias
         self.clip_grad_leak = clip_grad_leak
         self.clip_grad_inward = clip_grad_inward
-        self.gate_grad_leak = gate_grad_leak
         self.weight_ih = nn.Parameter(torch.empty(2 * hidden_size, input_size))
         # U (2H, H), laid out in memory as U^T (H, 2H): every step computes h @ U^T, so U^T is read
         # without a per-call transposed copy (docs/results/cells.md). Any layout stays correct.
@@ -244,10 +231,6 @@ class ReluAddCell(nn.Module):
         with torch.no_grad():
             self.bias[:H].fill_(self.gate_bias)
 
-    @property
-    def surrogate_slopes(self) -> SurrogateSlopes:
-        return SurrogateSlopes(self.clip_grad_leak, self.clip_grad_inward, self.gate_grad_leak)
-
     def step(self, x_t: Tensor, h_prev: Tensor) -> Tensor:
         """One step in plain torch: (B, I), (B, H) -> (B, H)."""
         return relu_add_update(h_prev, F.linear(x_t, self.weight_ih, self.bias) + h_prev @ self.weight_hh.t())
@@ -262,10 +245,11 @@ class ReluAddCell(nn.Module):
         if xp.device.type == "cpu" and not (torch.is_grad_enabled() and (xp.requires_grad or h0.requires_grad)):
             return _sequence_infer(xp, self.weight_hh, h0, lengths, reverse)
         if xp.device.type == "cpu" or (xp.is_cuda and _HAS_TRITON and xp.dtype == torch.float32):
-            return _ReluAddSequence.apply(xp, self.weight_hh, h0, lengths, reverse, self.surrogate_slopes)
-        if self.clip_grad_leak or self.gate_grad_leak:
-            raise NotImplementedError(f"{self.surrogate_slopes} on {xp.device} ({xp.dtype}): the surrogate slopes "
-                                      f"need the compiled kernels (CPU, or CUDA float32 with Triton)")
+            return _ReluAddSequence.apply(xp, self.weight_hh, h0, lengths, reverse, self.clip_grad_leak,
+                                          self.clip_grad_inward)
+        if self.clip_grad_leak:
+            raise NotImplementedError(f"clip_grad_leak={self.clip_grad_leak} on {xp.device} ({xp.dtype}): the "
+                                      f"surrogate slope needs the compiled kernels (CPU, or CUDA float32 with Triton)")
         if reverse:
             out, h_n = self._forward_loop(reverse_within_lengths(xp, lengths), lengths, h0)
             return reverse_within_lengths(out, lengths), h_n
