@@ -11,6 +11,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"  # the shared data sit next to the checkout: <repository>/../shared
+# the app's three poilus example lines (not its paragraph): checks over one line alone are a few
+# characters' luck either way
+POILUS_EXAMPLE_LINES = sorted((ROOT / "app" / "examples").glob("poilus_[0-9].png"))
 
 
 def in_ci() -> bool:

@@ -288,8 +288,10 @@ def test_integer_columns_follow_their_relu_add_model(models):
     for n in relu_add:
         assert names[names.index(n) + 1] == f"{n}-integer"
     assert len(names) == len(models) + len(relu_add)
-    pairs = []  # the three poilus example lines: one line alone is a few characters' luck either way
-    for line in sorted(EXAMPLE.parent.glob("poilus_[0-9].png")):
+    from conftest import POILUS_EXAMPLE_LINES
+
+    pairs = []
+    for line in POILUS_EXAMPLE_LINES:
         report = transcribe(with_integer, str(line), names=[relu_add[0], f"{relu_add[0]}-integer"], repeats=1)
         pairs.append(tuple(r["text"] for r in report["results"]))
     distance = sum(editdistance.eval(f, i) for f, i in pairs)

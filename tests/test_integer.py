@@ -336,8 +336,8 @@ def test_load_model_integer_reads_the_poilus_example_as_the_float_model(shipped_
     model = load_model("relu_add", integer=True)
     assert model.name == "relu_add-integer" and isinstance(model.net.decoder, IntegerReluAdd)
     assert not isinstance(shipped_relu_add.net.decoder, IntegerReluAdd)  # the float model is left as it was
-    # the three poilus example lines: one line alone is a few characters' luck either way
-    lines = sorted(EXAMPLE.parent.glob("poilus_[0-9].png"))
+    from conftest import POILUS_EXAMPLE_LINES as lines
+
     refs = [t.text for t in shipped_relu_add.transcribe(lines)]
     got = [t.text for t in model.transcribe(lines)]
     assert len(lines) == 3 and sum(map(len, refs)) > 60 and cer(refs, got) < 0.1, list(zip(refs, got))
