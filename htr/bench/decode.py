@@ -53,10 +53,9 @@ def line_log_probs(model: "Transcriber", images: list) -> list[torch.Tensor]:
 def load_lines(data: str | None, split: str, limit: int) -> tuple[list, list[str] | None, str]:
     """(images, references or None, a description): the app's poilus examples, or a TSV folder's split."""
     if data is None:
-        paths = sorted(EXAMPLES.glob("poilus_*.png"))
-        paths = [p for p in paths if "paragraph" not in p.name]
+        paths = sorted(EXAMPLES.glob("poilus_[0-9]*.png"))  # the example lines, not the paragraph
         if not paths:
-            raise HTRError(f"{EXAMPLES}: no poilus_*.png example lines; expected the app's examples or --data")
+            raise HTRError(f"{EXAMPLES}: no poilus_<n>.png example lines; expected the app's examples or --data")
         return paths, None, f"{len(paths)} example lines of the app ({EXAMPLES})"
     from htr.data.folder import read_folder
     from htr.text.codec import normalize_text
