@@ -5,7 +5,7 @@
     htr evaluate --ckpt A.ckpt [--ckpt B.ckpt ...] --data <config.yaml | TSV folder> [--integer] [--json]
     htr transcribe IMAGE... (--model relu_add | --ckpt X) [--integer] [--segment] [--format text|json|alto|page]
                    [--out DIR] [--on-error skip|stop]         (a bad file: one error line, exit status 1)
-    htr export CKPT OUT.safetensors [--lm-text train.tsv] [--lm-data config.yaml]
+    htr export CKPT|MODEL OUT.safetensors [--lm-text train.tsv] [--lm-data config.yaml]  (MODEL: file or shipped name)
     htr bench cells|step|malloc|adding|fhe|integer|load|app|decode ...
     htr app [--model NAME ...] [--ckpt PATH ...] [--integer] [--host 127.0.0.1] [--port 7860] [--share]
 
@@ -20,7 +20,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from htr.text import BEAM_WIDTH
+from htr.text import BEAM_WIDTH, INSERTION_BONUS, LM_WEIGHT
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
@@ -347,11 +347,11 @@ def _transcribe_pages(args: argparse.Namespace, paths: list[Path], failures: "_F
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from htr.inference import Transcriber
+    from htr.inference import load_model
     from htr.text.lm import CharNgramLM
     from htr.textfile import read_text
 
-    model = Transcriber.from_checkpoint(args.ckpt)
+    model = load_model(args.ckpt)  # a checkpoint, or a model file or shipped name: its LM is kept unless retrained
     # read_text: a file that is not UTF-8 is a DatasetError naming it, its line and byte (one clean error line)
     texts = [line.split("\t", 1)[-1] for f in args.lm_text or []
              for line in read_text(f, what="a UTF-8 TSV or text file for --lm-text").splitlines()]
@@ -363,8 +363,12 @@ def cmd_export(args: argparse.Namespace) -> None:
         texts += [normalize_text(s.text) for s in data.read_split("train") or []]
     if texts:
         model.lm = CharNgramLM.train(texts, order=args.lm_order)
-        model.decoding = {"lm_weight": args.lm_weight, "insertion_bonus": args.insertion_bonus}
         print(f"character LM of order {args.lm_order} trained on {len(texts)} lines")
+    if model.lm is not None:  # scoring weights: those given, else the model's own, else the defaults
+        own = model.decoding or {}
+        model.decoding = {key: value if value is not None else own.get(key, default)
+                          for key, value, default in (("lm_weight", args.lm_weight, LM_WEIGHT),
+                                                      ("insertion_bonus", args.insertion_bonus, INSERTION_BONUS))}
     model.name = args.name or model.cell
     model.save(args.out)
     print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB)")
@@ -460,16 +464,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "with the others (skip, the default), or end at once (stop); either way the exit status is 1")
     p.set_defaults(func=cmd_transcribe)
 
-    p = sub.add_parser("export", help="checkpoint -> shipped safetensors model (optionally with a char LM)")
-    p.add_argument("ckpt")
+    p = sub.add_parser("export", help="checkpoint -> shipped safetensors model (optionally with a char LM); "
+                                      "a model file or shipped name -> a copy, e.g. with an LM of new text")
+    p.add_argument("ckpt", help="a .ckpt of htr fit, a .safetensors model or a shipped model's name")
     p.add_argument("out")
     p.add_argument("--name")
     p.add_argument("--lm-text", nargs="*", help="TSV/text files whose (last column) text trains the char LM")
     p.add_argument("--lm-data", help="YAML config whose data section's training split (text rules applied) "
                                      "trains the char LM")
     p.add_argument("--lm-order", type=int, default=6)
-    p.add_argument("--lm-weight", type=float, default=0.5, help="weight of the LM's log-probability in beam+lm")
-    p.add_argument("--insertion-bonus", type=float, default=0.0, help="score added per character in beam+lm")
+    p.add_argument("--lm-weight", type=float, help="weight of the LM's log-probability in beam+lm "
+                                                  f"(default: the model's own, else {LM_WEIGHT})")
+    p.add_argument("--insertion-bonus", type=float, help="score added per character in beam+lm "
+                                                       f"(default: the model's own, else {INSERTION_BONUS})")
     p.set_defaults(func=cmd_export)
 
     from htr import curves

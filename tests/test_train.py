@@ -148,6 +148,34 @@ def test_export_with_lm_text(run, tmp_path, capsys):
     assert load_model(only(run.rglob("last.ckpt"))).lm is None  # a plain export (no --lm-text) has none
 
 
+def test_export_from_a_model_file_or_a_shipped_name(run, tmp_path):
+    """`htr export` of an exported model or a shipped name: a copy with the same weights, LM and scoring
+    weights; --lm-text retrains only the LM, and the model's own scoring weights stay unless given."""
+    from htr.text.lm import CharNgramLM
+
+    def tsv(name: str, texts: list[str]) -> str:
+        path = tmp_path / name
+        path.write_text("".join(f"l{i}.png\t{t}\n" for i, t in enumerate(texts)), encoding="utf-8")
+        return str(path)
+
+    first, copy, relm = (str(tmp_path / f"{n}.safetensors") for n in ("first", "copy", "relm"))
+    main(["export", str(only(run.rglob("last.ckpt"))), first, "--lm-text", tsv("a.tsv", ["à ma femme"]),
+          "--lm-order", "3", "--lm-weight", "0.7", "--insertion-bonus", "1.5"])
+    main(["export", first, copy, "--name", "mine"])
+    main(["export", copy, relm, "--lm-text", tsv("b.tsv", ["le 3 mars", "mes biens"]), "--lm-order", "2"])
+    a, b, c = load_model(first), load_model(copy), load_model(relm)
+    assert b.name == "mine" and b.lm.to_dict() == a.lm.to_dict() and b.decoding == a.decoding
+    assert c.lm.to_dict() == CharNgramLM.train(["le 3 mars", "mes biens"], order=2).to_dict()
+    assert c.decoding == {"lm_weight": 0.7, "insertion_bonus": 1.5}
+    assert all(torch.equal(v, c.net.state_dict()[k]) for k, v in a.net.state_dict().items())
+
+    shipped = tmp_path / "gru.safetensors"
+    main(["export", "gru", str(shipped), "--insertion-bonus", "1"])
+    gru, original = load_model(shipped), load_model("gru")
+    assert gru.lm.to_dict() == original.lm.to_dict()
+    assert gru.decoding == {**original.decoding, "insertion_bonus": 1.0}
+
+
 def read_metrics(root: Path) -> list[dict]:
     with only(root.rglob("metrics.csv")).open() as f:
         return list(csv.DictReader(f))

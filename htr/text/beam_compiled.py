@@ -30,6 +30,7 @@ import numpy as np
 from numba import njit
 
 from htr.errors import ShapeError, TimeLimitError
+from htr.text import INSERTION_BONUS, LM_WEIGHT
 from htr.text.lm import LMTables
 
 DEADLINE_FRAMES = 64  # frames between two looks at the deadline
@@ -356,7 +357,8 @@ def classes_to_try(lp: np.ndarray, beam_width: int, blank: int, char_prune: floa
 
 
 def beam_search_compiled(lp: np.ndarray, beam_width: int, tables: LMTables | None = None,
-                         char_ids: np.ndarray | None = None, lm_weight: float = 0.5, insertion_bonus: float = 0.0,
+                         char_ids: np.ndarray | None = None, lm_weight: float = LM_WEIGHT,
+                         insertion_bonus: float = INSERTION_BONUS,
                          char_prune: float = -10.0, blank: int = 0, deadline: float | None = None
                          ) -> tuple[list[int], float]:
     """(T, C) float64 log-probabilities of one line -> the best ``(indices, confidence)``.

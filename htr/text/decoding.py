@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from htr.errors import ShapeError, TimeLimitError
-from htr.text import BEAM_WIDTH
+from htr.text import BEAM_WIDTH, INSERTION_BONUS, LM_WEIGHT
 
 if TYPE_CHECKING:
     from htr.text.codec import Codec
@@ -76,7 +76,7 @@ def _lengths(lengths: Tensor | Sequence[int] | None, T: int, N: int) -> list[int
 
 
 def beam_search(log_probs: Tensor, beam_width: int = BEAM_WIDTH, lm: CharNgramLM | None = None,
-                lm_weight: float = 0.5, codec: Codec | None = None, insertion_bonus: float = 0.0,
+                lm_weight: float = LM_WEIGHT, codec: Codec | None = None, insertion_bonus: float = INSERTION_BONUS,
                 char_prune: float = -10.0, blank: int = BLANK, deadline: float | None = None,
                 impl: Impl = "compiled") -> tuple[list[int], float]:
     """CTC prefix beam search over one line; returns the best ``(indices, confidence)``.
