@@ -14,56 +14,37 @@ import argparse
 import re
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from htr.evaluate import build_datamodule
 from htr.inference import load_model
 from htr.text.codec import normalize_text
+from htr.text.decoding import beam_search
 from htr.text.metrics import edit_counts
 
 WORD = re.compile(r"\w+")
 POILUS = Path("../shared/realdata/poilus")
 
 
-def search(lp: np.ndarray, model, lexicon: set[str], bonus: float, beam_width: int = 16) -> str:
-    """The prefix beam search of htr.text.decoding._beam_search_python with the lexicon term in its rank."""
-    lm, codec, w, ins = model.lm, model.codec, model.decoding["lm_weight"], model.decoding["insertion_bonus"]
-    texts = {(): (0.0, "")}
+class LexiconBonusLM:
+    """The model's char LM, plus bonus / lm_weight whenever a character (or the line's end) completes a
+    word of the lexicon: beam+lm's rank then gains `bonus` per completed lexicon word."""
 
-    def state(prefix):
-        if prefix not in texts:
-            logp, text = state(prefix[:-1])
-            ch = codec.charset[prefix[-1] - 1]
-            texts[prefix] = (logp + lm.score(text, ch), text + ch)
-        return texts[prefix]
+    def __init__(self, lm, lexicon: set[str], bonus: float, lm_weight: float) -> None:
+        self.lm, self.lexicon, self.extra, self.EOS = lm, lexicon, bonus / lm_weight, lm.EOS
 
-    def rank(prefix, pb, pnb, final=False):
-        logp, text = state(prefix)
-        words = WORD.findall(text)
-        if not final and words and (text[-1].isalnum() or text[-1] == "_"):
-            words = words[:-1]  # the word still being written
-        s = np.logaddexp(pb, pnb) + ins * len(prefix) + w * logp + bonus * sum(x in lexicon for x in words)
-        return s + w * lm.score(text, lm.EOS) if final else s
+    def score(self, text: str, ch: str) -> float:
+        ends_word = WORD.fullmatch(ch) is None and bool(text) and WORD.fullmatch(text[-1]) is not None
+        word = WORD.findall(text)[-1] if ends_word else ""
+        return self.lm.score(text, ch) + (self.extra if word in self.lexicon else 0.0)
 
-    beams = {(): (0.0, -np.inf)}
-    for frame in lp:
-        chars = [int(c) for c in np.argsort(frame)[::-1][:beam_width] if c != 0 and frame[c] >= -10.0]
-        nxt: dict = {}
 
-        def add(prefix, b, nb):
-            cur = nxt.setdefault(prefix, [-np.inf, -np.inf])
-            cur[0], cur[1] = np.logaddexp(cur[0], b), np.logaddexp(cur[1], nb)
-
-        for prefix, (pb, pnb) in beams.items():
-            total = np.logaddexp(pb, pnb)
-            add(prefix, total + frame[0], -np.inf)
-            if prefix:
-                add(prefix, -np.inf, pnb + frame[prefix[-1]])
-            for c in chars:
-                add(prefix + (c,), -np.inf, (pb if prefix and c == prefix[-1] else total) + frame[c])
-        beams = dict(sorted(nxt.items(), key=lambda kv: rank(kv[0], *kv[1]), reverse=True)[:beam_width])
-    return state(max(beams, key=lambda p: rank(p, *beams[p], final=True)))[1]
+def search(lp: torch.Tensor, model, lexicon: set[str], bonus: float, beam_width: int = 16) -> str:
+    """htr.text.decoding's reference (Python) prefix search, scored with the lexicon bonus."""
+    w = model.decoding["lm_weight"]
+    indices, _ = beam_search(lp, beam_width, LexiconBonusLM(model.lm, lexicon, bonus, w), w, model.codec,
+                             model.decoding["insertion_bonus"], impl="python")
+    return model.codec.decode(indices)
 
 
 def main() -> None:
@@ -88,7 +69,7 @@ def main() -> None:
             for i in range(0, len(rows), 16):  # each line's log-probs as if run alone (forward_lines)
                 ims = [model.preprocess(POILUS / "images" / n) for n, _ in rows[i:i + 16]]
                 lp, frames, _, _ = model.forward_lines(ims)
-                lps += [lp[: int(frames[k]), k].double().numpy() for k in range(len(ims))]
+                lps += [lp[: int(frames[k]), k].double() for k in range(len(ims))]
         for bonus in args.bonus:
             hyps = [search(lp, model, lexicon, bonus) for lp in lps]
             edits, chars = edit_counts(refs, hyps)
